@@ -1,0 +1,390 @@
+"""Run the default test guest (scripts/build-guest) under QEMU.
+
+The guest boots on -M microvm under TCG, prints GUEST-READY once and then
+"TICK ram=<n> disk=<m>" every second on its serial console (see
+scripts/guest/init and scripts/guest/workload).  Guest() starts QEMU with
+the serial console in a file, a QMP socket and a guest agent (QGA)
+socket, and offers:
+
+    with Guest(disks=[(path, 'vhdx')]) as g:
+        g.wait_for_line(r'^GUEST-READY$')
+        g.qga('guest-ping')
+        g.qmp('query-status')
+        g.ticks()
+
+Environment: HVCP_BUILD is the QEMU build directory that holds
+qemu-system-x86_64 and qemu-img (default build/qemu of this repository),
+HVCP_GUEST_DIR holds vmlinuz and initramfs.cpio.gz (default build/guest).
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from qemu.qmp import ConnectError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+QGA_PORT_NAME = 'org.qemu.guest_agent.0'
+TICK_RE = re.compile(r'^TICK ram=(\d+) disk=(\d+)$')
+
+# "quiet loglevel=3" keeps kernel messages off the console, so that the
+# TICK lines stay whole.
+KERNEL_APPEND = 'console=ttyS0 quiet loglevel=3'
+
+# TCG only: KVM hangs in nested guests here.  icount makes guest time
+# count instructions: microvm has no HPET or ACPI PM timer, so Linux
+# calibrates the TSC against the PIT, and under TCG on a busy host that
+# calibration fails about half of the time -- the kernel then waits for
+# PIT interrupts that never come (microvm's ACPI tables lack the IRQ0 ->
+# GSI2 override) and hangs.  In instruction time the calibration cannot
+# fail.  shift=5 (32 ns per instruction) boots faster than shift=0 or
+# auto: kernel delay loops cost fewer instructions.  While the guest
+# idles (sleep=on, the default) its clock follows real time, so the
+# workload still ticks about once a second.
+ACCEL_ARGS = ['-accel', 'tcg', '-icount', 'shift=5']
+
+# RDRAND lets the kernel seed its random generator at once (it trusts the
+# CPU): without it, the first getrandom() -- mke2fs's UUIDs -- blocks for
+# seconds.  Otherwise the default CPU model, which is stable across QEMU
+# versions, unlike "max".
+CPU_ARGS = ['-cpu', 'qemu64,+rdrand']
+
+
+class GuestError(Exception):
+    """The guest or QEMU did not behave as expected."""
+
+
+def build_dir():
+    return os.environ.get('HVCP_BUILD') or os.path.join(REPO, 'build', 'qemu')
+
+
+def guest_dir():
+    return os.environ.get('HVCP_GUEST_DIR') or os.path.join(REPO, 'build', 'guest')
+
+
+def qemu_binary(name):
+    """Path of a QEMU program (qemu-system-x86_64, qemu-img) in the build."""
+    path = os.path.join(build_dir(), name)
+    if not os.access(path, os.X_OK):
+        raise GuestError(f'{path} not found: build QEMU first (scripts/build-qemu)'
+                         ' or set HVCP_BUILD')
+    return path
+
+
+def guest_files():
+    """(kernel, initrd) of the default guest; a clear error when missing."""
+    d = guest_dir()
+    files = (os.path.join(d, 'vmlinuz'), os.path.join(d, 'initramfs.cpio.gz'))
+    for f in files:
+        if not os.path.isfile(f):
+            raise GuestError(f'{f} not found: build the guest first'
+                             ' (scripts/build-guest) or set HVCP_GUEST_DIR')
+    return files
+
+
+def create_disk(path, size='64M', fmt='vhdx'):
+    """Create a blank disk image with the build's qemu-img."""
+    subprocess.run([qemu_binary('qemu-img'), 'create', '-q', '-f', fmt, path, size],
+                   check=True)
+    return path
+
+
+def qemu_args(disks=(), memory=256, serial=None, qmp=None, qga=None, extra=()):
+    """The QEMU command line for the default guest (without the program).
+
+    disks: (path, format) pairs, attached in order as virtio-blk-device
+    (the first is the guest's /dev/vda).  serial: a chardev spec for the
+    console, e.g. 'file,path=X' or 'stdio,mux=on' (None: no console).
+    qmp, qga: unix socket paths QEMU listens on (None: left out).
+    scripts/run-vm uses this too, so that the command line lives here.
+    """
+    kernel, initrd = guest_files()
+    args = ['-M', 'microvm', *ACCEL_ARGS, *CPU_ARGS, '-m', str(memory),
+            '-nodefaults', '-no-user-config', '-display', 'none',
+            '-kernel', kernel, '-initrd', initrd, '-append', KERNEL_APPEND]
+    if serial:
+        args += ['-chardev', f'{serial},id=console', '-serial', 'chardev:console']
+    if qmp:
+        args += ['-chardev', f'socket,id=qmp,path={qmp},server=on,wait=off',
+                 '-mon', 'chardev=qmp,mode=control']
+    if qga:
+        args += ['-device', 'virtio-serial-device',
+                 '-chardev', f'socket,id=qga,path={qga},server=on,wait=off',
+                 '-device', f'virtserialport,chardev=qga,name={QGA_PORT_NAME}']
+    for i, (path, fmt) in enumerate(disks):
+        args += ['-blockdev', f'driver=file,filename={path},node-name=file{i}',
+                 '-blockdev', f'driver={fmt},file=file{i},node-name=disk{i}',
+                 '-device', f'virtio-blk-device,drive=disk{i}']
+    return args + list(extra)
+
+
+class QGA:
+    """A guest agent client speaking QGA's wire protocol on a unix socket.
+
+    QGA has no greeting and no framing: after a reconnect the agent may
+    still have half a command or a stale reply in flight.  Each exchange
+    therefore starts with guest-sync-delimited: the 0xFF byte we send
+    makes the agent drop any partial input, and its reply is preceded by
+    a 0xFF byte, after which everything stale has gone; the random id
+    proves the reply is ours.  Replies are JSON objects ending in a
+    newline.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = None
+        self.buf = b''
+
+    def connect(self, timeout):
+        self.close()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(self.path)
+        self.buf = b''
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+    def _recv_more(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise GuestError('guest agent socket closed')
+        self.buf += data
+
+    def _read_line(self):
+        while b'\n' not in self.buf:
+            self._recv_more()
+        line, self.buf = self.buf.split(b'\n', 1)
+        return line
+
+    def _read_reply(self):
+        while True:
+            line = self._read_line().strip()
+            if line:
+                return json.loads(line)
+
+    def _send(self, obj):
+        self.sock.sendall(json.dumps(obj).encode() + b'\n')
+
+    def sync(self):
+        sync_id = random.randint(1, 2**31 - 1)
+        self.sock.sendall(b'\xff')
+        self._send({'execute': 'guest-sync-delimited', 'arguments': {'id': sync_id}})
+        # A reply to an earlier, abandoned sync may come first: skip
+        # sentinel-delimited replies until ours (the socket timeout ends
+        # a wait that never succeeds).
+        while True:
+            self._skip_to_sentinel()
+            reply = self._read_reply()
+            if reply.get('return') == sync_id:
+                return
+            if 'error' in reply:
+                raise GuestError(f'guest-sync-delimited: {reply["error"]}')
+
+    def _skip_to_sentinel(self):
+        """Discard input up to and including the next 0xFF byte (which
+        never occurs in the agent's UTF-8 JSON)."""
+        while b'\xff' not in self.buf:
+            self.buf = b''
+            self._recv_more()
+        self.buf = self.buf.split(b'\xff', 1)[1]
+
+    def cmd(self, name, timeout=30, **args):
+        """Run a command after a sync; returns its 'return' value."""
+        if not self.sock:
+            self.connect(timeout)
+        self.sock.settimeout(timeout)
+        self.sync()
+        msg = {'execute': name}
+        if args:
+            msg['arguments'] = args
+        self._send(msg)
+        reply = self._read_reply()
+        if 'error' in reply:
+            raise GuestError(f'{name}: {reply["error"]}')
+        return reply.get('return')
+
+
+class Guest:
+    """The default test guest running in QEMU; a context manager."""
+
+    def __init__(self, disks=(), memory=256, extra_args=(), name='guest'):
+        self.disks = list(disks)
+        self.memory = memory
+        self.extra_args = list(extra_args)
+        # Short path under /tmp: unix socket paths must stay < 108 bytes.
+        self.tmpdir = tempfile.mkdtemp(prefix=f'hvcp-{name}-', dir='/tmp')
+        self.serial_path = os.path.join(self.tmpdir, 'serial.log')
+        self.qmp_path = os.path.join(self.tmpdir, 'qmp.sock')
+        self.qga_path = os.path.join(self.tmpdir, 'qga.sock')
+        self.stderr_path = os.path.join(self.tmpdir, 'qemu.stderr')
+        self.proc = None
+        self._qmp = None
+        self._qga = QGA(self.qga_path)
+        self._read_pos = 0    # how far wait_for_line has consumed the console
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def command_line(self):
+        return [qemu_binary('qemu-system-x86_64'),
+                *qemu_args(self.disks, self.memory,
+                           serial=f'file,path={self.serial_path}',
+                           qmp=self.qmp_path, qga=self.qga_path,
+                           extra=self.extra_args)]
+
+    def start(self):
+        cmd = self.command_line()
+        open(self.serial_path, 'w').close()
+        self._read_pos = 0
+        with open(self.stderr_path, 'w') as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                         stdout=err, stderr=err)
+        self._connect_qmp()
+        return self
+
+    def _connect_qmp(self, timeout=10):
+        """Connect once QEMU listens on its socket (or fail if it died)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            qmp = QEMUMonitorProtocol(self.qmp_path)
+            try:
+                qmp.connect()
+                self._qmp = qmp
+                return
+            except ConnectError:
+                # No socket yet (or bound but not yet listening).
+                qmp.close()
+            if time.monotonic() > deadline:
+                raise GuestError(f'QEMU did not listen on {self.qmp_path} in {timeout}s')
+            time.sleep(0.05)
+
+    def _check_alive(self):
+        if self.proc.poll() is not None:
+            raise GuestError(f'QEMU exited with {self.proc.returncode}: '
+                             f'{self.stderr().strip()}')
+
+    def stderr(self):
+        with open(self.stderr_path, errors='replace') as f:
+            return f.read()
+
+    def shutdown(self, timeout=10):
+        """Stop QEMU: QMP quit, then kill if it does not go; idempotent."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.qmp('quit')
+            except Exception:       # pylint: disable=broad-except
+                pass                # QEMU may already be going away
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_clients()
+
+    def kill(self):
+        """Stop QEMU at once, like pulling the plug."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_clients()
+
+    def _close_clients(self):
+        if self._qmp:
+            try:
+                self._qmp.close()
+            except EOFError:
+                pass    # QEMU closed the socket first, e.g. after 'quit'
+            self._qmp = None
+        self._qga.close()
+
+    def cleanup(self):
+        self.kill()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        try:
+            self.shutdown()
+        finally:
+            self.cleanup()
+
+    # -- console -----------------------------------------------------------
+
+    def console(self):
+        """Everything the guest printed on its serial console so far."""
+        with open(self.serial_path, errors='replace') as f:
+            return f.read()
+
+    def console_lines(self):
+        return self.console().replace('\r', '').split('\n')
+
+    def wait_for_line(self, regex, timeout=60):
+        """Wait for a console line, after those matched before, that
+        matches regex; returns the re.Match.  Lines are whole lines only
+        (a line still being printed is not looked at yet)."""
+        pattern = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.console()
+            end = text.rfind('\n') + 1
+            for line in text[self._read_pos:end].split('\n')[:-1]:
+                self._read_pos += len(line) + 1
+                m = pattern.search(line.rstrip('\r'))
+                if m:
+                    return m
+            if self.proc.poll() is not None:
+                raise GuestError(f'QEMU exited while waiting for {regex!r}: '
+                                 f'{self.stderr().strip()}\n{self.tail()}')
+            if time.monotonic() > deadline:
+                raise GuestError(f'no console line matching {regex!r} in {timeout}s;'
+                                 f' console ends:\n{self.tail()}')
+            time.sleep(0.1)
+
+    def tail(self, n=15):
+        return '\n'.join(self.console_lines()[-n:])
+
+    def ticks(self):
+        """All TICK lines so far as (ram, disk) integer pairs."""
+        out = []
+        for line in self.console_lines():
+            m = TICK_RE.match(line)
+            if m:
+                out.append((int(m.group(1)), int(m.group(2))))
+        return out
+
+    def wait_for_ticks(self, count, timeout=30):
+        """Wait for count more TICK lines; returns them as (ram, disk)."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            m = self.wait_for_line(TICK_RE.pattern,
+                                   max(0.1, deadline - time.monotonic()))
+            got.append((int(m.group(1)), int(m.group(2))))
+        return got
+
+    def wait_ready(self, timeout=60):
+        self.wait_for_line(r'^GUEST-READY$', timeout)
+
+    # -- monitors ----------------------------------------------------------
+
+    def qmp(self, cmd, **args):
+        """Run a QMP command; returns its 'return' value, raises on error."""
+        if not self._qmp:
+            raise GuestError('QMP is not connected')
+        return self._qmp.cmd(cmd, **args)
+
+    def qga(self, cmd, timeout=30, **args):
+        """Run a guest agent command; returns its 'return' value."""
+        return self._qga.cmd(cmd, timeout=timeout, **args)
