@@ -1,0 +1,88 @@
+/*
+ * Differencing VHDX (Hyper-V .avhdx) support for QEMU's vhdx driver
+ *
+ * Copyright (c) 2026 The Hyper-V checkpoints project authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A differencing VHDX is an ordinary VHDX whose File Parameters have the
+ * HasParent bit and which carries a Parent Locator metadata item.  This
+ * code parses the locator, finds and checks the parent, and serves the
+ * reads and block status queries of such an image; block/vhdx.c calls
+ * it where the image has a parent.  See README.md in this folder.
+ */
+
+#ifndef BLOCK_VHDX_DIFF_H
+#define BLOCK_VHDX_DIFF_H
+
+#include "block/block_int.h"
+#include "block/vhdx.h"
+
+/* Parent locator type of a VHDX parent, b04aefb7-d19e-4a81-b789-25b8e9445913 */
+extern const MSGUID vhdx_parent_locator_type_vhdx;
+
+/* Sector bitmap blocks are 1 MiB: one bit for each of 2^23 sectors */
+#define VHDX_SB_BLOCK_SIZE  (1 * MiB)
+
+/* The keys of a VHDX parent locator, decoded to UTF-8 */
+typedef struct VHDXParentLocator {
+    char *parent_linkage;
+    char *parent_linkage2;
+    char *relative_path;
+    char *volume_path;
+    char *absolute_win32_path;
+    MSGUID linkage;             /* parent_linkage as a GUID (host order) */
+    MSGUID linkage2;            /* parent_linkage2, if has_linkage2 */
+    bool has_linkage2;          /* parent_linkage2 present and not zero */
+} VHDXParentLocator;
+
+/* Per-image state of a differencing image, BDRVVHDXState.diff */
+typedef struct VHDXDiffState {
+    VHDXParentLocator *locator;
+    /* The parent file the locator led to, as a path for messages */
+    char *parent_path;
+    /*
+     * Sector bitmap cache: one 1 MiB buffer per chunk, read on first
+     * use.  NULL while not loaded.
+     */
+    uint8_t **sb_cache;
+    uint64_t sb_count;
+} VHDXDiffState;
+
+/* parent-locator.c */
+VHDXParentLocator *vhdx_parent_locator_parse(const uint8_t *buf, size_t len,
+                                             Error **errp);
+void vhdx_parent_locator_free(VHDXParentLocator *loc);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VHDXParentLocator, vhdx_parent_locator_free)
+bool vhdx_guid_parse(const char *str, MSGUID *guid);
+char *vhdx_guid_format(const MSGUID *guid);
+char *vhdx_relative_path_to_posix(const char *rel, Error **errp);
+char *vhdx_win32_path_to_posix(const char *win32);
+const char *vhdx_win32_basename(const char *win32);
+
+/* vhdx-diff.c */
+int GRAPH_RDLOCK
+vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
+               int flags, Error **errp);
+void vhdx_diff_close(BDRVVHDXState *s);
+
+/* sector-bitmap.c */
+static inline uint64_t vhdx_sb_bat_index(BDRVVHDXState *s, uint64_t chunk)
+{
+    return chunk * (s->chunk_ratio + 1) + s->chunk_ratio;
+}
+
+static inline bool vhdx_bat_index_is_sb(BDRVVHDXState *s, uint64_t idx)
+{
+    return idx % (s->chunk_ratio + 1) == s->chunk_ratio;
+}
+
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_readv(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
+                   QEMUIOVector *qiov);
+int coroutine_fn GRAPH_RDLOCK
+vhdx_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
+                     int64_t bytes, int64_t *pnum, int64_t *map,
+                     BlockDriverState **file);
+
+#endif

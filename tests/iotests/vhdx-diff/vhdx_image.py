@@ -1,0 +1,63 @@
+# Small helpers to inspect and patch VHDX images in tests
+#
+# Copyright (c) 2026 The Hyper-V checkpoints project authors
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Only what the tests need: the two 4 KiB headers (64 KiB and 128 KiB),
+# whose checksum is CRC-32C over the header with the checksum field
+# zeroed (MS-VHDX 2.2.2).
+
+import struct
+import uuid
+
+HEADER_OFFSETS = (64 * 1024, 128 * 1024)
+HEADER_SIZE = 4096
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def read_headers(path):
+    """Return [(sequence, file_write_guid, data_write_guid)] of both headers"""
+    out = []
+    with open(path, 'rb') as f:
+        for off in HEADER_OFFSETS:
+            f.seek(off)
+            h = f.read(HEADER_SIZE)
+            seq, = struct.unpack_from('<Q', h, 8)
+            out.append((seq, uuid.UUID(bytes_le=h[16:32]),
+                        uuid.UUID(bytes_le=h[32:48])))
+    return out
+
+
+def set_data_write_guid(path, guid):
+    """Write @guid (uuid.UUID) as DataWriteGuid of both headers"""
+    with open(path, 'r+b') as f:
+        for off in HEADER_OFFSETS:
+            f.seek(off)
+            h = bytearray(f.read(HEADER_SIZE))
+            if h[0:4] != b'head':
+                raise ValueError(f'{path}: no VHDX header at {off}')
+            h[32:48] = guid.bytes_le
+            h[4:8] = b'\0\0\0\0'
+            struct.pack_into('<I', h, 4, crc32c(h))
+            f.seek(off)
+            f.write(h)
