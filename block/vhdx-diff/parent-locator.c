@@ -364,3 +364,126 @@ const char *vhdx_win32_basename(const char *win32)
     }
     return p;
 }
+
+/* Append @str to @buf as UTF-16LE, return its length in bytes */
+static uint16_t vhdx_locator_put_string(GByteArray *buf, const char *str)
+{
+    g_autofree gunichar2 *units = NULL;
+    glong n = 0;
+    glong i;
+
+    units = g_utf8_to_utf16(str, -1, NULL, &n, NULL);
+    assert(units && n * 2 <= UINT16_MAX);
+    for (i = 0; i < n; i++) {
+        uint8_t le[2];
+
+        stw_le_p(le, units[i]);
+        g_byte_array_append(buf, le, 2);
+    }
+    return n * 2;
+}
+
+/*
+ * Serialise a VHDX parent locator with the keys of @loc that are set,
+ * in the order Hyper-V writes them, strings packed after the entry
+ * table.  The strings must be valid UTF-8 without NUL and short enough
+ * for 16-bit lengths: callers check paths with vhdx_locator_value_ok().
+ */
+uint8_t *vhdx_parent_locator_build(const VHDXParentLocator *loc,
+                                   size_t *len)
+{
+    const char *keys[] = {
+        "parent_linkage", "absolute_win32_path", "relative_path",
+        "volume_path", "parent_linkage2",
+    };
+    const char *values[] = {
+        loc->parent_linkage, loc->absolute_win32_path, loc->relative_path,
+        loc->volume_path, loc->parent_linkage2,
+    };
+    GByteArray *buf = g_byte_array_new();
+    uint8_t header[VHDX_LOCATOR_HEADER_SIZE];
+    MSGUID type = vhdx_parent_locator_type_vhdx;
+    uint16_t count = 0;
+    size_t i;
+    size_t entry;
+
+    for (i = 0; i < ARRAY_SIZE(keys); i++) {
+        count += values[i] != NULL;
+    }
+    cpu_to_leguids(&type);
+    memcpy(header, &type, sizeof(type));
+    stw_le_p(header + 16, 0);
+    stw_le_p(header + 18, count);
+    g_byte_array_append(buf, header, sizeof(header));
+    g_byte_array_set_size(buf, VHDX_LOCATOR_HEADER_SIZE +
+                          count * VHDX_LOCATOR_ENTRY_SIZE);
+
+    entry = VHDX_LOCATOR_HEADER_SIZE;
+    for (i = 0; i < ARRAY_SIZE(keys); i++) {
+        uint32_t key_offset, value_offset;
+        uint16_t key_length, value_length;
+
+        if (!values[i]) {
+            continue;
+        }
+        key_offset = buf->len;
+        key_length = vhdx_locator_put_string(buf, keys[i]);
+        value_offset = buf->len;
+        value_length = vhdx_locator_put_string(buf, values[i]);
+        stl_le_p(buf->data + entry, key_offset);
+        stl_le_p(buf->data + entry + 4, value_offset);
+        stw_le_p(buf->data + entry + 8, key_length);
+        stw_le_p(buf->data + entry + 10, value_length);
+        entry += VHDX_LOCATOR_ENTRY_SIZE;
+    }
+    *len = buf->len;
+    return g_byte_array_free(buf, false);
+}
+
+/* Can @str be a locator value: UTF-8, not empty, fits a 16-bit length? */
+bool vhdx_locator_value_ok(const char *str)
+{
+    glong n;
+
+    if (!str || !*str || !g_utf8_validate(str, -1, NULL)) {
+        return false;
+    }
+    n = g_utf8_strlen(str, -1);
+    /* Characters outside the BMP take two UTF-16 units */
+    return n * 4 <= UINT16_MAX;
+}
+
+/* "dir/sub/x.vhdx" -> ".\dir\sub\x.vhdx", "../x.vhdx" -> "..\x.vhdx" */
+char *vhdx_posix_to_relative_path(const char *rel)
+{
+    g_autofree char *path = NULL;
+    char *c;
+
+    path = g_str_has_prefix(rel, "../") ? g_strdup(rel)
+                                        : g_strconcat("./", rel, NULL);
+    for (c = path; *c; c++) {
+        if (*c == '/') {
+            *c = '\\';
+        }
+    }
+    return g_steal_pointer(&path);
+}
+
+/*
+ * "/srv/vm/x.vhdx" -> "\srv\vm\x.vhdx".  A host path has no drive
+ * letter; a rootless Win32 path names no invented drive, readers that
+ * only use the file name (libvhdi, 7-Zip) find the parent beside the
+ * child, and vhdx_win32_path_to_posix() maps it back.
+ */
+char *vhdx_posix_to_win32_path(const char *abs)
+{
+    char *path = g_strdup(abs);
+    char *c;
+
+    for (c = path; *c; c++) {
+        if (*c == '/') {
+            *c = '\\';
+        }
+    }
+    return path;
+}

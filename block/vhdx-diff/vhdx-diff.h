@@ -59,6 +59,33 @@ char *vhdx_guid_format(const MSGUID *guid);
 char *vhdx_relative_path_to_posix(const char *rel, Error **errp);
 char *vhdx_win32_path_to_posix(const char *win32);
 const char *vhdx_win32_basename(const char *win32);
+uint8_t *vhdx_parent_locator_build(const VHDXParentLocator *loc,
+                                   size_t *len);
+bool vhdx_locator_value_ok(const char *str);
+char *vhdx_posix_to_relative_path(const char *rel);
+char *vhdx_posix_to_win32_path(const char *abs);
+
+/* create.c: what a new differencing image takes from its parent */
+typedef struct VHDXDiffCreate {
+    uint64_t virtual_size;
+    uint32_t block_size;
+    uint32_t logical_sector_size;
+    uint32_t physical_sector_size;
+    MSGUID page83;              /* Virtual Disk ID, host order */
+    uint8_t *locator;           /* the serialised Parent Locator item */
+    size_t locator_len;
+} VHDXDiffCreate;
+
+int coroutine_fn GRAPH_UNLOCKED
+vhdx_diff_co_create_prepare(BlockdevCreateOptionsVhdx *opts,
+                            const char *child_filename,
+                            VHDXDiffCreate **out, Error **errp);
+void vhdx_diff_create_free(VHDXDiffCreate *dc);
+int coroutine_fn GRAPH_UNLOCKED
+vhdx_diff_co_create_bat(BlockBackend *blk, BDRVVHDXState *s,
+                        uint64_t bat_offset, uint32_t bat_length,
+                        uint64_t data_offset, Error **errp);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VHDXDiffCreate, vhdx_diff_create_free)
 
 /* vhdx-diff.c */
 int GRAPH_RDLOCK
