@@ -46,7 +46,7 @@ static bool vhdx_has_parent(BDRVVHDXState *s)
  * The cached bitmap of the chunk holding @blk, read on first use.
  * Called with s->lock held.
  */
-static int coroutine_fn GRAPH_RDLOCK
+int coroutine_fn GRAPH_RDLOCK
 vhdx_sb_get(BlockDriverState *bs, BDRVVHDXState *s, uint64_t blk,
             uint8_t **bitmap)
 {

@@ -105,11 +105,19 @@ static inline bool vhdx_bat_index_is_sb(BDRVVHDXState *s, uint64_t idx)
 }
 
 int coroutine_fn GRAPH_RDLOCK
+vhdx_sb_get(BlockDriverState *bs, BDRVVHDXState *s, uint64_t blk,
+            uint8_t **bitmap);
+int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_readv(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
                    QEMUIOVector *qiov);
 int coroutine_fn GRAPH_RDLOCK
 vhdx_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
                      int64_t bytes, int64_t *pnum, int64_t *map,
                      BlockDriverState **file);
+
+/* write.c */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
+                    QEMUIOVector *qiov, int flags);
 
 #endif
