@@ -67,10 +67,10 @@ static char *vhdx_path_relative_to(const char *from_dir, const char *target)
  * volume_path, which has no meaning here); bookworm's libvhdi finds a
  * parent only through absolute_win32_path.
  */
-static bool vhdx_diff_locator_paths(VHDXParentLocator *loc,
-                                    const char *child_filename,
-                                    const char *backing_file,
-                                    const char *parent_full, Error **errp)
+bool vhdx_diff_locator_paths(VHDXParentLocator *loc,
+                             const char *child_filename,
+                             const char *backing_file,
+                             const char *parent_full, Error **errp)
 {
     g_autofree char *rel = NULL;
 

@@ -81,6 +81,10 @@ vhdx_diff_co_create_prepare(BlockdevCreateOptionsVhdx *opts,
                             const char *child_filename,
                             VHDXDiffCreate **out, Error **errp);
 void vhdx_diff_create_free(VHDXDiffCreate *dc);
+bool vhdx_diff_locator_paths(VHDXParentLocator *loc,
+                             const char *child_filename,
+                             const char *backing_file,
+                             const char *parent_full, Error **errp);
 int coroutine_fn GRAPH_UNLOCKED
 vhdx_diff_co_create_bat(BlockBackend *blk, BDRVVHDXState *s,
                         uint64_t bat_offset, uint32_t bat_length,
@@ -119,5 +123,11 @@ vhdx_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
                     QEMUIOVector *qiov, int flags);
+
+/* relink.c */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
+                            const char *backing_fmt);
+int GRAPH_RDLOCK vhdx_make_empty(BlockDriverState *bs);
 
 #endif
