@@ -120,13 +120,13 @@ static bool vhdx_locator_parse_entry(VHDXParentLocator *loc,
 
     if (!vhdx_locator_range_ok(key_offset, key_length, table_end, len)) {
         error_setg(errp, "parent locator entry %u: key (offset %" PRIu32
-                   ", length %u) is outside the locator (%zu bytes)",
+                   ", length %u) is empty, odd-sized or outside the locator (%zu bytes)",
                    i, key_offset, key_length, len);
         return false;
     }
     if (!vhdx_locator_range_ok(value_offset, value_length, table_end, len)) {
         error_setg(errp, "parent locator entry %u: value (offset %" PRIu32
-                   ", length %u) is outside the locator (%zu bytes)",
+                   ", length %u) is empty, odd-sized or outside the locator (%zu bytes)",
                    i, value_offset, value_length, len);
         return false;
     }

@@ -61,3 +61,35 @@ def set_data_write_guid(path, guid):
             struct.pack_into('<I', h, 4, crc32c(h))
             f.seek(off)
             f.write(h)
+
+
+METADATA_REGION = uuid.UUID('8b7ca206-4790-4b9a-b8fe-575f050f886e')
+PARENT_LOCATOR_ITEM = uuid.UUID('a8d35f2d-b30b-454d-abf7-d3d84834ab0c')
+
+
+def locator_offset(path):
+    """(file offset, length) of the Parent Locator item of @path"""
+    with open(path, 'rb') as f:
+        f.seek(192 * 1024)
+        rt = f.read(64 * 1024)
+        count, = struct.unpack_from('<I', rt, 8)
+        md_off = None
+        for i in range(count):
+            e = rt[16 + 32 * i:48 + 32 * i]
+            if uuid.UUID(bytes_le=e[0:16]) == METADATA_REGION:
+                md_off, = struct.unpack_from('<Q', e, 16)
+        f.seek(md_off)
+        table = f.read(64 * 1024)
+        count, = struct.unpack_from('<H', table, 10)
+        for i in range(count):
+            e = table[32 + 32 * i:64 + 32 * i]
+            if uuid.UUID(bytes_le=e[0:16]) == PARENT_LOCATOR_ITEM:
+                off, length = struct.unpack_from('<II', e, 16)
+                return md_off + off, length
+    raise ValueError(f'{path}: no parent locator')
+
+
+def patch(path, offset, data):
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        f.write(data)
