@@ -8,7 +8,7 @@
 # uses them too, to tell whether qemu/ still matches patches/.
 series_format_patch() {
     local qemu=$1 outdir=$2
-    git -C "$qemu" format-patch --quiet --zero-commit --no-signature \
+    git -C "$qemu" format-patch --quiet --zero-commit --no-signature --no-numbered \
         --no-renames --minimal -o "$outdir" pristine..HEAD >/dev/null
 }
 

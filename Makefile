@@ -1,0 +1,41 @@
+# Hyper-V-style checkpoints for QEMU 10.0.13.
+#
+#   make run     build what is missing, boot the default guest (QMP + HMP)
+#   make check   build what is missing, run every test
+#
+# Every target installs the Debian packages it needs first (as root), and
+# prepares qemu/ from the pinned source and patches/ when needed.
+
+.PHONY: all deps prepare qemu guest run check refresh-patches clean distclean
+
+all: qemu guest
+
+deps:
+	@scripts/install-deps
+
+# Cheap when nothing changed: prepare is a no-op while qemu/ matches
+# patches/, and ninja rebuilds only what changed.
+prepare: deps
+	@scripts/prepare
+
+qemu: prepare
+	@scripts/build-qemu
+
+guest: qemu
+	@scripts/build-guest
+
+run: qemu guest
+	@scripts/run-vm
+
+check: qemu guest
+	@scripts/run-tests
+
+refresh-patches:
+	@scripts/refresh-patches
+
+clean:
+	rm -rf build/qemu build/guest build/run
+
+# Also drops the prepared tree, with any commits not yet in patches/.
+distclean:
+	rm -rf build qemu
