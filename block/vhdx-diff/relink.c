@@ -199,6 +199,184 @@ vhdx_write_locator(BlockDriverState *bs, BDRVVHDXState *s,
     return 0;
 }
 
+/*
+ * Log the BAT entries [@first, @first + @count) from s->bat, in pieces
+ * that fit the log.  Each piece is atomic; make_empty only needs that
+ * every entry is either old or new.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_log_bat_range(BlockDriverState *bs, BDRVVHDXState *s, uint64_t first,
+                   uint64_t count)
+{
+    const uint64_t piece = 256 * KiB / sizeof(uint64_t);
+    g_autofree uint64_t *le = g_new(uint64_t, piece);
+    uint64_t i, j;
+    int ret;
+
+    for (i = first; i < first + count; i += piece) {
+        uint64_t n = MIN(piece, first + count - i);
+
+        for (j = 0; j < n; j++) {
+            le[j] = cpu_to_le64(s->bat[i + j]);
+        }
+        ret = vhdx_log_write_and_flush(bs, s, le, n * sizeof(uint64_t),
+                                       s->bat_offset + i * sizeof(uint64_t));
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Make the differencing image @bs a base image, for block-stream without
+ * a base and `qemu-img rebase -b ""`.  Called with s->lock held.
+ *
+ * 1. Chunk by chunk: every PARTIALLY_PRESENT block gets zeros in the
+ *    sectors whose bit is clear (they read as the absent parent's
+ *    zeros, or the parent's data that an unsafe rebase drops) and
+ *    becomes FULLY_PRESENT; the chunk's sector bitmap
+ *    entry becomes SB_BLOCK_NOT_PRESENT.  The zeros are flushed before
+ *    the chunk's BAT entries (payload blocks and bitmap are contiguous in
+ *    the BAT) are logged as one entry, so each chunk is old or new.
+ * 2. One log entry over the metadata table and the File Parameters
+ *    item: HasParent cleared, the Parent Locator entry dropped from the
+ *    table.  Until then the image is a valid differencing image whose
+ *    chunks need no bitmap; afterwards a valid base image.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_remove_parent(BlockDriverState *bs, BDRVVHDXState *s)
+{
+    VHDXMetadataTableEntry *fp = &s->metadata_entries.file_parameters_entry;
+    uint64_t blocks = DIV_ROUND_UP(s->virtual_disk_size, s->block_size);
+    uint32_t lss_bits = s->logical_sector_size_bits;
+    g_autofree uint8_t *md = NULL;
+    uint64_t md_len, k, b;
+    uint32_t count, i, slot = UINT32_MAX;
+    int ret;
+
+    for (k = 0; k < s->diff->sb_count; k++) {
+        uint64_t first = k * (s->chunk_ratio + 1);
+        bool changed = false;
+
+        for (b = k * s->chunk_ratio;
+             b < MIN(blocks, (k + 1) * s->chunk_ratio); b++) {
+            uint64_t idx = b + (b >> s->chunk_ratio_bits);
+            uint64_t off = s->bat[idx] & VHDX_BAT_FILE_OFF_MASK;
+            uint64_t sector = b << s->sectors_per_block_bits;
+            uint64_t end = MIN(sector + s->sectors_per_block,
+                               (uint64_t)s->virtual_disk_size >> lss_bits);
+            uint8_t *bitmap;
+
+            if ((s->bat[idx] & VHDX_BAT_STATE_BIT_MASK) !=
+                PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+                continue;
+            }
+            ret = vhdx_sb_get(bs, s, b, &bitmap);
+            if (ret < 0) {
+                return ret;
+            }
+            while (sector < end) {
+                uint64_t cs = sector & (VHDX_MAX_SECTORS_PER_BLOCK - 1);
+                uint64_t n = 1;
+                bool set = bitmap[cs >> 3] & (1 << (cs & 7));
+
+                while (sector + n < end) {
+                    uint64_t c2 = cs + n;
+
+                    if (!!(bitmap[c2 >> 3] & (1 << (c2 & 7))) != set) {
+                        break;
+                    }
+                    n++;
+                }
+                if (!set) {
+                    ret = bdrv_co_pwrite_zeroes(
+                        bs->file,
+                        off + ((sector & (s->sectors_per_block - 1))
+                               << lss_bits),
+                        n << lss_bits, 0);
+                    if (ret < 0) {
+                        return ret;
+                    }
+                }
+                sector += n;
+            }
+            s->bat[idx] = off | PAYLOAD_BLOCK_FULLY_PRESENT;
+            changed = true;
+        }
+        if ((s->bat[first + s->chunk_ratio] & VHDX_BAT_STATE_BIT_MASK) !=
+            SB_BLOCK_NOT_PRESENT) {
+            s->bat[first + s->chunk_ratio] = SB_BLOCK_NOT_PRESENT;
+            changed = true;
+        }
+        if (!changed) {
+            continue;
+        }
+        ret = bdrv_co_flush(bs->file->bs);
+        if (ret < 0) {
+            return ret;
+        }
+        ret = vhdx_log_bat_range(bs, s, first, s->chunk_ratio + 1);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+
+    /* The metadata table and the File Parameters item, in one log entry */
+    if (fp->offset < VHDX_METADATA_TABLE_MAX_SIZE ||
+        fp->length < sizeof(VHDXFileParameters) ||
+        fp->offset > s->metadata_rt.length - fp->length) {
+        return -EINVAL;
+    }
+    md_len = (uint64_t)fp->offset + fp->length;
+    md = g_malloc(md_len);
+    ret = bdrv_co_pread(bs->file, s->metadata_rt.file_offset, md_len, md, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    count = lduw_le_p(md + 10);
+    if (count == 0 ||
+        count > (VHDX_METADATA_TABLE_MAX_SIZE - VHDX_MD_HEADER_SIZE) /
+                VHDX_MD_ENTRY_SIZE) {
+        return -EINVAL;
+    }
+    for (i = 0; i < count; i++) {
+        MSGUID id;
+
+        memcpy(&id, md + VHDX_MD_HEADER_SIZE + i * VHDX_MD_ENTRY_SIZE,
+               sizeof(id));
+        leguid_to_cpus(&id);
+        if (guid_eq(id, vhdx_parent_locator_item)) {
+            slot = i;
+        }
+    }
+    if (slot != UINT32_MAX) {
+        uint8_t *last = md + VHDX_MD_HEADER_SIZE +
+                        (count - 1) * VHDX_MD_ENTRY_SIZE;
+
+        memmove(md + VHDX_MD_HEADER_SIZE + slot * VHDX_MD_ENTRY_SIZE, last,
+                VHDX_MD_ENTRY_SIZE);
+        memset(last, 0, VHDX_MD_ENTRY_SIZE);
+        stw_le_p(md + 10, count - 1);
+    }
+    /* data_bits follows the block size in the File Parameters item */
+    stl_le_p(md + fp->offset + 4,
+             ldl_le_p(md + fp->offset + 4) & ~VHDX_PARAMS_HAS_PARENT);
+    ret = vhdx_log_write_and_flush(bs, s, md, md_len,
+                                   s->metadata_rt.file_offset);
+    if (ret < 0) {
+        return ret;
+    }
+
+    s->params.data_bits &= ~VHDX_PARAMS_HAS_PARENT;
+    memset(&s->metadata_entries.parent_locator_entry, 0,
+           sizeof(s->metadata_entries.parent_locator_entry));
+    /* vhdx_calc_bat_entries() for an image without a parent */
+    s->bat_entries = blocks + ((blocks - 1) >> s->chunk_ratio_bits);
+    vhdx_diff_close(s);
+    return 0;
+}
+
 int coroutine_fn GRAPH_RDLOCK
 vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
                             const char *backing_fmt)
@@ -215,9 +393,21 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
     bool first;
     int ret;
 
-    if (!s->diff || !backing_file || !*backing_file) {
-        /* Turning a base into a child or back is not supported (yet) */
+    if (!s->diff) {
+        /* Turning a base image into a child is not supported */
         return -ENOTSUP;
+    }
+    if (!backing_file || !*backing_file) {
+        qemu_co_mutex_lock(&s->lock);
+        first = vhdx_hold_data_write_guid(s);
+        ret = vhdx_diff_co_remove_parent(bs, s);
+        s->first_visible_write = first;
+        qemu_co_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            error_report("Could not make '%s' an image without a parent: %s",
+                         bs->filename, strerror(-ret));
+        }
+        return ret;
     }
     if (backing_fmt && *backing_fmt && strcmp(backing_fmt, "vhdx")) {
         error_report("The parent of vhdx image '%s' must be vhdx, not %s",
@@ -263,35 +453,6 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
 fail:
     error_report_err(local_err);
     return -EINVAL;
-}
-
-/*
- * Log the BAT entries [@first, @first + @count) from s->bat, in pieces
- * that fit the log.  Each piece is atomic; make_empty only needs that
- * every entry is either old or new.
- */
-static int coroutine_fn GRAPH_RDLOCK
-vhdx_log_bat_range(BlockDriverState *bs, BDRVVHDXState *s, uint64_t first,
-                   uint64_t count)
-{
-    const uint64_t piece = 256 * KiB / sizeof(uint64_t);
-    g_autofree uint64_t *le = g_new(uint64_t, piece);
-    uint64_t i, j;
-    int ret;
-
-    for (i = first; i < first + count; i += piece) {
-        uint64_t n = MIN(piece, first + count - i);
-
-        for (j = 0; j < n; j++) {
-            le[j] = cpu_to_le64(s->bat[i + j]);
-        }
-        ret = vhdx_log_write_and_flush(bs, s, le, n * sizeof(uint64_t),
-                                       s->bat_offset + i * sizeof(uint64_t));
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    return 0;
 }
 
 /*

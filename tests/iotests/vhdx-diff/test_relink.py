@@ -121,12 +121,54 @@ def test_commit(tmp):
          'the orphaned intermediate is refused', r2.stderr)
 
 
+def test_remove_parent(tmp):
+    d = os.path.join(tmp, 'noparent')
+    os.mkdir(d)
+    base, mid, top = make_chain(d)
+    want, _ = raw_sha256(top, tmp)
+    r = qemu_img('rebase', '-f', 'vhdx', '-b', '', top)
+    got, err = raw_sha256(top, tmp)
+    t.ok(r.returncode == 0 and got == want,
+         'safe rebase onto no parent keeps the contents', r.stderr + err)
+    r = qemu_img('info', '--output=json', top)
+    t.ok(r.returncode == 0 and 'backing-filename' not in r.stdout,
+         'the image has no parent any more',
+         r.stdout + r.stderr)
+    os.rename(base, base + '.away')
+    os.rename(mid, mid + '.away')
+    got, err = raw_sha256(top, tmp)
+    r = qemu_img('check', top)
+    t.ok(got == want and r.returncode == 0,
+         'it reads alone and checks clean', err + r.stdout + r.stderr)
+    r = run('vhdiinfo', top) if shutil.which('vhdiinfo') else None
+    t.ok(r is None or ('Parent' not in r.stdout and r.returncode == 0),
+         'vhdiinfo sees no parent', r.stdout + r.stderr if r else
+         'no vhdiinfo')
+    os.rename(base + '.away', base)
+    os.rename(mid + '.away', mid)
+
+    # Unsafe: the parent's data is dropped, the sectors of partially
+    # present blocks that came from the parent read as zeros
+    d = os.path.join(tmp, 'noparent-u')
+    os.mkdir(d)
+    base, mid, top = make_chain(d)
+    r = qemu_img('rebase', '-u', '-f', 'vhdx', '-b', '', top)
+    r2 = qemu_io('-f', 'vhdx', '-c', 'read -P 0x34 1M 512',
+                 '-c', 'read -P 0 1049088 523776', '-c', 'read -P 0 0 1M',
+                 '-c', 'read -P 0x33 3M 1M', top)
+    t.ok(r.returncode == 0 and r2.returncode == 0 and
+         'Pattern verification failed' not in r2.stdout,
+         'unsafe rebase onto no parent: only this layer\'s data is left',
+         r.stderr + r2.stdout + r2.stderr)
+
+
 def main():
     need_tools()
-    t.plan(14)
+    t.plan(19)
     with tempfile.TemporaryDirectory(prefix='vhdx-relink-') as tmp:
         test_rebase(tmp)
         test_commit(tmp)
+        test_remove_parent(tmp)
     return 1 if t.failed else 0
 
 
