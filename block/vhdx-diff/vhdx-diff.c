@@ -226,6 +226,27 @@ vhdx_diff_check_parent(BlockDriverState *bs, BDRVVHDXState *s,
     return ret;
 }
 
+/*
+ * For `qemu-img check` (BDRV_O_CHECK) a broken chain does not fail the
+ * open: the problem is kept for the check report and the image is
+ * opened without a parent (absent sectors read as zeros).
+ */
+static int vhdx_diff_chain_broken(BlockDriverState *bs, BDRVVHDXState *s,
+                                  int flags, int ret, Error *err,
+                                  Error **errp)
+{
+    if (!(flags & BDRV_O_CHECK)) {
+        error_propagate(errp, err);
+        return ret;
+    }
+    s->diff->chain_error = g_strdup(error_get_pretty(err));
+    error_free(err);
+    bs->backing_file[0] = '\0';
+    bs->auto_backing_file[0] = '\0';
+    bs->backing_format[0] = '\0';
+    return 0;
+}
+
 int GRAPH_RDLOCK
 vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
                int flags, Error **errp)
@@ -233,6 +254,7 @@ vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
     g_autofree char *parent = NULL;
     g_autofree char *full = NULL;
     bool no_parent_check;
+    Error *local_err = NULL;
     int ret;
 
     s->diff = g_new0(VHDXDiffState, 1);
@@ -241,9 +263,9 @@ vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
                                      s->chunk_ratio);
     s->diff->sb_cache = g_new0(uint8_t *, s->diff->sb_count);
 
-    ret = vhdx_diff_read_locator(bs, s, &s->diff->locator, errp);
+    ret = vhdx_diff_read_locator(bs, s, &s->diff->locator, &local_err);
     if (ret < 0) {
-        return ret;
+        return vhdx_diff_chain_broken(bs, s, flags, ret, local_err, errp);
     }
 
     /*
@@ -254,9 +276,9 @@ vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
     no_parent_check = (bs->open_flags & BDRV_O_NO_BACKING) ||
                       vhdx_diff_backing_overridden(options);
     parent = vhdx_diff_find_parent(bs, s->diff->locator, !no_parent_check,
-                                   errp);
+                                   &local_err);
     if (!parent) {
-        return -ENOENT;
+        return vhdx_diff_chain_broken(bs, s, flags, -ENOENT, local_err, errp);
     }
 
     pstrcpy(bs->backing_file, sizeof(bs->backing_file), parent);
@@ -271,7 +293,11 @@ vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
         return -EINVAL;
     }
     s->diff->parent_path = g_strdup(full);
-    return vhdx_diff_check_parent(bs, s, full, errp);
+    ret = vhdx_diff_check_parent(bs, s, full, &local_err);
+    if (ret < 0) {
+        return vhdx_diff_chain_broken(bs, s, flags, ret, local_err, errp);
+    }
+    return 0;
 }
 
 void vhdx_diff_close(BDRVVHDXState *s)
@@ -287,6 +313,7 @@ void vhdx_diff_close(BDRVVHDXState *s)
     g_free(s->diff->sb_cache);
     vhdx_parent_locator_free(s->diff->locator);
     g_free(s->diff->parent_path);
+    g_free(s->diff->chain_error);
     g_free(s->diff);
     s->diff = NULL;
 }

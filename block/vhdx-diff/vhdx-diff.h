@@ -42,6 +42,12 @@ typedef struct VHDXDiffState {
     /* The parent file the locator led to, as a path for messages */
     char *parent_path;
     /*
+     * Opened for qemu-img check with a broken chain (no locator, parent
+     * missing or not the right one): the problem, for the report.  The
+     * image is then open without a parent.
+     */
+    char *chain_error;
+    /*
      * Sector bitmap cache: one 1 MiB buffer per chunk, read on first
      * use.  NULL while not loaded.
      */
@@ -96,6 +102,11 @@ int GRAPH_RDLOCK
 vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
                int flags, Error **errp);
 void vhdx_diff_close(BDRVVHDXState *s);
+
+/* check.c */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_check(BlockDriverState *bs, BdrvCheckResult *result,
+                   BdrvCheckMode fix);
 
 /* sector-bitmap.c */
 static inline uint64_t vhdx_sb_bat_index(BDRVVHDXState *s, uint64_t chunk)

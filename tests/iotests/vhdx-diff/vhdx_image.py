@@ -93,3 +93,32 @@ def patch(path, offset, data):
     with open(path, 'r+b') as f:
         f.seek(offset)
         f.write(data)
+
+
+BAT_REGION = uuid.UUID('2dc27766-f623-4200-9d64-115e9bfd4a08')
+
+
+def bat_offset(path):
+    """File offset of the BAT of @path"""
+    with open(path, 'rb') as f:
+        f.seek(192 * 1024)
+        rt = f.read(64 * 1024)
+    count, = struct.unpack_from('<I', rt, 8)
+    for i in range(count):
+        e = rt[16 + 32 * i:48 + 32 * i]
+        if uuid.UUID(bytes_le=e[0:16]) == BAT_REGION:
+            return struct.unpack_from('<Q', e, 16)[0]
+    raise ValueError(f'{path}: no BAT region')
+
+
+def bat_entry(path, index):
+    """(state, file offset) of BAT entry @index"""
+    with open(path, 'rb') as f:
+        f.seek(bat_offset(path) + 8 * index)
+        e, = struct.unpack('<Q', f.read(8))
+    return e & 7, e & ~0xFFFFF
+
+
+def set_bat_entry(path, index, state, offset):
+    patch(path, bat_offset(path) + 8 * index,
+          struct.pack('<Q', (offset & ~0xFFFFF) | state))
