@@ -160,16 +160,103 @@ vhdx_diff_find_parent(BlockDriverState *bs, VHDXParentLocator *loc,
     return NULL;
 }
 
+/* Open @filename as vhdx, read-only, without its backing chain */
+static BlockDriverState * GRAPH_RDLOCK
+vhdx_diff_open_alone(const char *filename, Error **errp)
+{
+    QDict *opts = qdict_new();
+    BlockDriverState *pbs;
+
+    qdict_put_str(opts, "driver", "vhdx");
+    qdict_put_bool(opts, BDRV_OPT_READ_ONLY, true);
+    qdict_put_bool(opts, BDRV_OPT_FORCE_SHARE, true);
+    bdrv_graph_rdunlock_main_loop();
+    pbs = bdrv_open(filename, NULL, opts, BDRV_O_NO_BACKING, errp);
+    bdrv_graph_rdlock_main_loop();
+    return pbs;
+}
+
+static void GRAPH_RDLOCK vhdx_diff_close_alone(BlockDriverState *pbs)
+{
+    bdrv_graph_rdunlock_main_loop();
+    bdrv_unref(pbs);
+    bdrv_graph_rdlock_main_loop();
+}
+
+/*
+ * Refuse a loop of parents (A -> B -> A, or longer), which would make
+ * the block layer open the chain without end.  Walks the locators up
+ * from @pbs, the parent of @bs, opening each image alone; stops at an
+ * image without a parent, at one that is not a local vhdx file (its own
+ * open reports what is wrong with it) or after VHDX_DIFF_MAX_DEPTH
+ * levels.  Files are compared by their canonical path.
+ */
+#define VHDX_DIFF_MAX_DEPTH 1024
+
+static int GRAPH_RDLOCK
+vhdx_diff_check_loop(BlockDriverState *bs, BlockDriverState *pbs,
+                     Error **errp)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash,
+                                                       g_str_equal,
+                                                       g_free, NULL);
+    g_autoptr(GString) trail = g_string_new(NULL);
+    BlockDriverState *cur = pbs;
+    char *real;
+    int depth;
+    int ret = 0;
+
+    real = realpath(bs->filename, NULL);
+    if (!real) {
+        return 0;
+    }
+    g_string_append_printf(trail, "'%s'", bs->filename);
+    g_hash_table_add(seen, real);
+
+    for (depth = 0; cur && depth < VHDX_DIFF_MAX_DEPTH; depth++) {
+        g_autofree char *next = NULL;
+        BlockDriverState *nbs = NULL;
+
+        real = realpath(cur->filename, NULL);
+        if (!real) {
+            break;
+        }
+        g_string_append_printf(trail, " -> '%s'", cur->filename);
+        if (g_hash_table_contains(seen, real)) {
+            g_free(real);
+            error_setg(errp, "The parents of differencing image '%s' form a "
+                       "loop: %s", bs->filename, trail->str);
+            ret = -ELOOP;
+            break;
+        }
+        g_hash_table_add(seen, real);
+        if (cur->backing_file[0] && !path_has_protocol(cur->backing_file)) {
+            next = bdrv_get_full_backing_filename(cur, NULL);
+        }
+        if (next && g_file_test(next, G_FILE_TEST_EXISTS)) {
+            nbs = vhdx_diff_open_alone(next, NULL);
+        }
+        if (cur != pbs) {
+            vhdx_diff_close_alone(cur);
+        }
+        cur = nbs;
+    }
+    if (cur && cur != pbs) {
+        vhdx_diff_close_alone(cur);
+    }
+    return ret;
+}
+
 /*
  * Open the parent read-only without its own backing chain and check it
- * is the image this child was made from.
+ * is the image this child was made from, and that the chain above it
+ * does not come back to this child.
  */
 static int GRAPH_RDLOCK
 vhdx_diff_check_parent(BlockDriverState *bs, BDRVVHDXState *s,
                        const char *parent, Error **errp)
 {
     VHDXParentLocator *loc = s->diff->locator;
-    QDict *opts = qdict_new();
     BlockDriverState *pbs;
     BDRVVHDXState *ps;
     VHDXHeader *ph;
@@ -181,12 +268,7 @@ vhdx_diff_check_parent(BlockDriverState *bs, BDRVVHDXState *s,
                    bs->filename);
         return -ELOOP;
     }
-    qdict_put_str(opts, "driver", "vhdx");
-    qdict_put_bool(opts, BDRV_OPT_READ_ONLY, true);
-    qdict_put_bool(opts, BDRV_OPT_FORCE_SHARE, true);
-    bdrv_graph_rdunlock_main_loop();
-    pbs = bdrv_open(parent, NULL, opts, BDRV_O_NO_BACKING, &local_err);
-    bdrv_graph_rdlock_main_loop();
+    pbs = vhdx_diff_open_alone(parent, &local_err);
     if (!pbs) {
         error_propagate_prepend(errp, local_err,
                                 "Could not open the parent '%s' of "
@@ -217,12 +299,10 @@ vhdx_diff_check_parent(BlockDriverState *bs, BDRVVHDXState *s,
                    ", differencing image '%s' has %" PRIu64, parent,
                    ps->virtual_disk_size, bs->filename, s->virtual_disk_size);
     } else {
-        ret = 0;
+        ret = vhdx_diff_check_loop(bs, pbs, errp);
     }
 
-    bdrv_graph_rdunlock_main_loop();
-    bdrv_unref(pbs);
-    bdrv_graph_rdlock_main_loop();
+    vhdx_diff_close_alone(pbs);
     return ret;
 }
 

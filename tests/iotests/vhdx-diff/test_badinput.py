@@ -18,7 +18,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vhdx_image  # noqa: E402
-from hvcp_tap import Tap, qemu_img, need_tools  # noqa: E402
+from hvcp_tap import Tap, qemu_img, qemu_io, need_tools  # noqa: E402
 
 t = Tap()
 
@@ -57,9 +57,67 @@ CASES = [
 ]
 
 
+def loop_chain(tmp, names):
+    """Children of one base, relinked (unsafe rebase) into a loop"""
+    d = tempfile.mkdtemp(dir=tmp, prefix='loop-')
+    r = qemu_img('create', '-q', '-f', 'vhdx', os.path.join(d, 'x.vhdx'),
+                 '16M')
+    assert r.returncode == 0, r.stderr
+    for n in names:
+        r = qemu_img('create', '-q', '-f', 'vhdx', '-b', 'x.vhdx', '-F',
+                     'vhdx', os.path.join(d, n))
+        assert r.returncode == 0, r.stderr
+    for n, parent in zip(names, names[1:] + names[:1]):
+        r = qemu_img('rebase', '-u', '-f', 'vhdx', '-b', parent, '-F',
+                     'vhdx', os.path.join(d, n))
+        assert r.returncode == 0, r.stderr
+    return d
+
+
+LOOP_CASES = (['a.avhdx', 'b.avhdx'],
+              ['a.avhdx', 'b.avhdx', 'c.avhdx'],
+              [f'l{i}.avhdx' for i in range(8)])
+
+
+def test_loops(tmp):
+    for names in LOOP_CASES:
+        d = loop_chain(tmp, names)
+        ring = ' -> '.join(names + names[:1])
+        want = ' -> '.join(f"'{os.path.join(d, n)}'"
+                           for n in names + names[:1])
+        for cmd in (['convert', '-O', 'raw', 'IMG', os.path.join(d, 'o')],
+                    ['info', '--backing-chain', 'IMG'],
+                    ['check', 'IMG']):
+            r = qemu_img(*[os.path.join(d, names[0]) if a == 'IMG' else a
+                           for a in cmd])
+            if cmd[0] == 'info':
+                # qemu-img's own chain walk refuses the loop
+                ok = r.returncode == 1 and 'infinite loop' in r.stderr
+            elif cmd[0] == 'check':
+                ok = r.returncode == 2 and 'form a loop' in r.stderr and \
+                    want in r.stderr
+            else:
+                ok = r.returncode == 1 and 'form a loop' in r.stderr and \
+                    want in r.stderr
+            t.ok(ok, f'loop {ring}: qemu-img {cmd[0]} refuses it, naming '
+                 'the files', f'rc {r.returncode}: {r.stderr}')
+    # A loop entered from a child outside it
+    d = loop_chain(tmp, ['a.avhdx', 'b.avhdx'])
+    r = qemu_img('create', '-q', '-f', 'vhdx', '-b', 'x.vhdx', '-F', 'vhdx',
+                 os.path.join(d, 'top.avhdx'))
+    assert r.returncode == 0, r.stderr
+    r = qemu_img('rebase', '-u', '-b', 'a.avhdx', '-F', 'vhdx',
+                 os.path.join(d, 'top.avhdx'))
+    assert r.returncode == 0, r.stderr
+    r = qemu_io('-f', 'vhdx', '-c', 'read 0 512', os.path.join(d, 'top.avhdx'))
+    t.ok(r.returncode == 1 and 'form a loop' in r.stderr and
+         'a.avhdx' in r.stderr and 'b.avhdx' in r.stderr,
+         'a child above a loop is refused', r.stderr)
+
+
 def main():
     need_tools()
-    t.plan(len(CASES) * 2)
+    t.plan(len(CASES) * 2 + len(LOOP_CASES) * 3 + 1)
     with tempfile.TemporaryDirectory(prefix='vhdx-bad-') as tmp:
         base = os.path.join(tmp, 'base.vhdx')
         good = os.path.join(tmp, 'good.avhdx')
@@ -85,6 +143,7 @@ def main():
                      'bad.avhdx' in r.stderr,
                      f'{name}: qemu-img {cmd[0]} fails cleanly',
                      f'rc {r.returncode}: {r.stderr}')
+        test_loops(tmp)
     return 1 if t.failed else 0
 
 
