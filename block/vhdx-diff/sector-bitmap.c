@@ -169,6 +169,9 @@ vhdx_diff_find_run(BlockDriverState *bs, BDRVVHDXState *s,
         run->source = present ? VHDX_RUN_FILE : VHDX_RUN_PARENT;
         return 0;
     default:
+        error_report("vhdx '%s': BAT entry %" PRIu64 " has the invalid "
+                     "state %" PRIu64, bs->filename, idx,
+                     entry & VHDX_BAT_STATE_BIT_MASK);
         return -EIO;
     }
 }
