@@ -2,11 +2,13 @@
 #
 #   make run     build what is missing, boot the default guest (QMP + HMP)
 #   make check   build what is missing, run every test
+#   make bench-disk   differencing VHDX vs qcow2 (and cp): JSON lines and
+#                a table of ratios (a benchmark, not a test)
 #
 # Every target installs the Debian packages it needs first (as root), and
 # prepares qemu/ from the pinned source and patches/ when needed.
 
-.PHONY: all deps prepare qemu guest run check refresh-patches clean distclean
+.PHONY: all deps prepare qemu guest run check bench-disk refresh-patches clean distclean
 
 all: qemu guest
 
@@ -29,6 +31,10 @@ run: qemu guest
 
 check: qemu guest
 	@scripts/run-tests
+
+# A benchmark, not a test: see scripts/bench-disk.
+bench-disk: qemu
+	@scripts/bench-disk
 
 refresh-patches:
 	@scripts/refresh-patches

@@ -1,0 +1,546 @@
+/*
+ * Differencing VHDX: pointing a child at another parent
+ *
+ * Copyright (c) 2026 The Hyper-V checkpoints project authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * block-commit, block-stream, qemu-img rebase and change-backing-file
+ * end with .bdrv_co_change_backing_file: the child's Parent Locator is
+ * rewritten with the new parent's paths and current DataWriteGuid.  The
+ * metadata table and the item are rewritten in one log entry, so a crash
+ * leaves either the old or the new locator.  The child's own
+ * DataWriteGuid is kept: its contents do not change, and its children
+ * must stay linked to it.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "qemu/memalign.h"
+#include "block/aio-wait.h"
+#include "block/block-io.h"
+#include "block/block_int.h"
+#include "vhdx-diff.h"
+
+/* Metadata item id of the Parent Locator */
+static const MSGUID vhdx_parent_locator_item = {
+    .data1 = 0xa8d35f2d,
+    .data2 = 0xb30b,
+    .data3 = 0x454d,
+    .data4 = { 0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c }
+};
+
+#define VHDX_MD_HEADER_SIZE  32
+#define VHDX_MD_ENTRY_SIZE   32
+
+/*
+ * The current DataWriteGuid of the local VHDX file @path, from the valid
+ * header with the higher sequence number.  Used when the new parent is
+ * not open: opening it here could deadlock on the graph lock.
+ */
+static int vhdx_read_data_write_guid(const char *path, MSGUID *guid,
+                                     Error **errp)
+{
+    static const uint64_t offsets[] = { VHDX_HEADER1_OFFSET,
+                                        VHDX_HEADER2_OFFSET };
+    g_autofree uint8_t *buf = g_malloc(VHDX_HEADER_SIZE);
+    uint64_t best_seq = 0;
+    bool found = false;
+    int fd;
+    int i;
+
+    fd = qemu_open(path, O_RDONLY, errp);
+    if (fd < 0) {
+        return -errno;
+    }
+    for (i = 0; i < ARRAY_SIZE(offsets); i++) {
+        VHDXHeader h;
+
+        if (pread(fd, buf, VHDX_HEADER_SIZE, offsets[i]) != VHDX_HEADER_SIZE ||
+            !vhdx_checksum_is_valid(buf, VHDX_HEADER_SIZE, 4)) {
+            continue;
+        }
+        memcpy(&h, buf, sizeof(h));
+        vhdx_header_le_import(&h);
+        if (h.signature != VHDX_HEADER_SIGNATURE || h.version != 1) {
+            continue;
+        }
+        if (!found || h.sequence_number > best_seq) {
+            best_seq = h.sequence_number;
+            *guid = h.data_write_guid;
+            found = true;
+        }
+    }
+    qemu_close(fd);
+    if (!found) {
+        error_setg(errp, "'%s' has no valid VHDX header", path);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The DataWriteGuid of the parent @full, checking what can be checked */
+static int GRAPH_RDLOCK
+vhdx_new_parent_guid(BlockDriverState *bs, const char *full, MSGUID *guid,
+                     Error **errp)
+{
+    BDRVVHDXState *s = bs->opaque;
+    BlockDriverState *pbs = bs->backing ? bs->backing->bs : NULL;
+
+    if (pbs && pbs->drv && !strcmp(pbs->drv->format_name, "vhdx") &&
+        !strcmp(pbs->filename, full)) {
+        /* The attached parent (commit, stream): its state is current */
+        BDRVVHDXState *ps = pbs->opaque;
+
+        if (ps->virtual_disk_size != s->virtual_disk_size ||
+            ps->logical_sector_size != s->logical_sector_size) {
+            error_setg(errp, "Parent '%s' does not have the size and sector "
+                       "size of differencing image '%s'", full,
+                       bs->filename);
+            return -EINVAL;
+        }
+        *guid = ps->headers[ps->curr_header]->data_write_guid;
+        return 0;
+    }
+    if (path_has_protocol(full)) {
+        error_setg(errp, "Cannot read the identity of parent '%s'", full);
+        return -ENOTSUP;
+    }
+    /* Size and sector size are checked when the chain is next opened */
+    return vhdx_read_data_write_guid(full, guid, errp);
+}
+
+/*
+ * The log code takes every log write for a user-visible change and gives
+ * the image a new DataWriteGuid before the first one.  Rewriting the
+ * locator or emptying a committed layer does not change what the chain
+ * reads, and a new DataWriteGuid would orphan this image's children:
+ * hold the flag while logging these updates (s->lock held).
+ */
+static bool vhdx_hold_data_write_guid(BDRVVHDXState *s)
+{
+    bool first = s->first_visible_write;
+
+    s->first_visible_write = false;
+    return first;
+}
+
+/*
+ * Replace the Parent Locator item by @item: in place when it fits,
+ * otherwise after the last metadata item.  The table and the item are
+ * logged together.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_write_locator(BlockDriverState *bs, BDRVVHDXState *s,
+                   const uint8_t *item, uint32_t len)
+{
+    VHDXMetadataTableEntry *le = &s->metadata_entries.parent_locator_entry;
+    g_autofree uint8_t *table = g_malloc(VHDX_METADATA_TABLE_MAX_SIZE);
+    g_autofree uint8_t *buf = NULL;
+    uint32_t count, i, slot = UINT32_MAX;
+    uint64_t items_end = VHDX_METADATA_TABLE_MAX_SIZE;
+    uint64_t off;
+    int ret;
+
+    ret = bdrv_co_pread(bs->file, s->metadata_rt.file_offset,
+                        VHDX_METADATA_TABLE_MAX_SIZE, table, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    count = lduw_le_p(table + 10);
+    if (count > (VHDX_METADATA_TABLE_MAX_SIZE - VHDX_MD_HEADER_SIZE) /
+                VHDX_MD_ENTRY_SIZE) {
+        return -EINVAL;
+    }
+    for (i = 0; i < count; i++) {
+        uint8_t *e = table + VHDX_MD_HEADER_SIZE + i * VHDX_MD_ENTRY_SIZE;
+        MSGUID id;
+
+        memcpy(&id, e, sizeof(id));
+        leguid_to_cpus(&id);
+        if (guid_eq(id, vhdx_parent_locator_item)) {
+            slot = i;
+        }
+        items_end = MAX(items_end, (uint64_t)ldl_le_p(e + 16) +
+                                   ldl_le_p(e + 20));
+    }
+    if (slot == UINT32_MAX) {
+        return -EINVAL;
+    }
+
+    off = len <= le->length ? le->offset : ROUND_UP(items_end, 8);
+    if (off + len > s->metadata_rt.length) {
+        return -ENOSPC;
+    }
+    buf = g_malloc0(off + len);
+    memcpy(buf, table, MIN(off + len, VHDX_METADATA_TABLE_MAX_SIZE));
+    if (off > VHDX_METADATA_TABLE_MAX_SIZE) {
+        ret = bdrv_co_pread(bs->file,
+                            s->metadata_rt.file_offset +
+                            VHDX_METADATA_TABLE_MAX_SIZE,
+                            off - VHDX_METADATA_TABLE_MAX_SIZE,
+                            buf + VHDX_METADATA_TABLE_MAX_SIZE, 0);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    memcpy(buf + off, item, len);
+    stl_le_p(buf + VHDX_MD_HEADER_SIZE + slot * VHDX_MD_ENTRY_SIZE + 16, off);
+    stl_le_p(buf + VHDX_MD_HEADER_SIZE + slot * VHDX_MD_ENTRY_SIZE + 20, len);
+
+    ret = vhdx_log_write_and_flush(bs, s, buf, off + len,
+                                   s->metadata_rt.file_offset);
+    if (ret < 0) {
+        return ret;
+    }
+    le->offset = off;
+    le->length = len;
+    return 0;
+}
+
+/*
+ * Log the BAT entries [@first, @first + @count) from s->bat, in pieces
+ * that fit the log.  Each piece is atomic; make_empty only needs that
+ * every entry is either old or new.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_log_bat_range(BlockDriverState *bs, BDRVVHDXState *s, uint64_t first,
+                   uint64_t count)
+{
+    const uint64_t piece = 256 * KiB / sizeof(uint64_t);
+    g_autofree uint64_t *le = g_new(uint64_t, piece);
+    uint64_t i, j;
+    int ret;
+
+    for (i = first; i < first + count; i += piece) {
+        uint64_t n = MIN(piece, first + count - i);
+
+        for (j = 0; j < n; j++) {
+            le[j] = cpu_to_le64(s->bat[i + j]);
+        }
+        ret = vhdx_log_write_and_flush(bs, s, le, n * sizeof(uint64_t),
+                                       s->bat_offset + i * sizeof(uint64_t));
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Make the differencing image @bs a base image, for block-stream without
+ * a base and `qemu-img rebase -b ""`.  Called with s->lock held.
+ *
+ * 1. Chunk by chunk: every PARTIALLY_PRESENT block gets zeros in the
+ *    sectors whose bit is clear (they read as the absent parent's
+ *    zeros, or the parent's data that an unsafe rebase drops) and
+ *    becomes FULLY_PRESENT; the chunk's sector bitmap
+ *    entry becomes SB_BLOCK_NOT_PRESENT.  The zeros are flushed before
+ *    the chunk's BAT entries (payload blocks and bitmap are contiguous in
+ *    the BAT) are logged as one entry, so each chunk is old or new.
+ * 2. One log entry over the metadata table and the File Parameters
+ *    item: HasParent cleared, the Parent Locator entry dropped from the
+ *    table.  Until then the image is a valid differencing image whose
+ *    chunks need no bitmap; afterwards a valid base image.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_remove_parent(BlockDriverState *bs, BDRVVHDXState *s)
+{
+    VHDXMetadataTableEntry *fp = &s->metadata_entries.file_parameters_entry;
+    uint64_t blocks = DIV_ROUND_UP(s->virtual_disk_size, s->block_size);
+    uint32_t lss_bits = s->logical_sector_size_bits;
+    g_autofree uint8_t *md = NULL;
+    uint64_t md_len, k, b;
+    uint32_t count, i, slot = UINT32_MAX;
+    int ret;
+
+    for (k = 0; k < s->diff->sb_count; k++) {
+        uint64_t first = k * (s->chunk_ratio + 1);
+        bool changed = false;
+
+        for (b = k * s->chunk_ratio;
+             b < MIN(blocks, (k + 1) * s->chunk_ratio); b++) {
+            uint64_t idx = b + (b >> s->chunk_ratio_bits);
+            uint64_t off = s->bat[idx] & VHDX_BAT_FILE_OFF_MASK;
+            uint64_t sector = b << s->sectors_per_block_bits;
+            uint64_t end = MIN(sector + s->sectors_per_block,
+                               (uint64_t)s->virtual_disk_size >> lss_bits);
+            uint8_t *bitmap;
+
+            if ((s->bat[idx] & VHDX_BAT_STATE_BIT_MASK) !=
+                PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+                continue;
+            }
+            ret = vhdx_sb_get(bs, s, b, &bitmap);
+            if (ret < 0) {
+                return ret;
+            }
+            while (sector < end) {
+                uint64_t cs = sector & (VHDX_MAX_SECTORS_PER_BLOCK - 1);
+                uint64_t n = 1;
+                bool set = bitmap[cs >> 3] & (1 << (cs & 7));
+
+                while (sector + n < end) {
+                    uint64_t c2 = cs + n;
+
+                    if (!!(bitmap[c2 >> 3] & (1 << (c2 & 7))) != set) {
+                        break;
+                    }
+                    n++;
+                }
+                if (!set) {
+                    ret = bdrv_co_pwrite_zeroes(
+                        bs->file,
+                        off + ((sector & (s->sectors_per_block - 1))
+                               << lss_bits),
+                        n << lss_bits, 0);
+                    if (ret < 0) {
+                        return ret;
+                    }
+                }
+                sector += n;
+            }
+            s->bat[idx] = off | PAYLOAD_BLOCK_FULLY_PRESENT;
+            changed = true;
+        }
+        if ((s->bat[first + s->chunk_ratio] & VHDX_BAT_STATE_BIT_MASK) !=
+            SB_BLOCK_NOT_PRESENT) {
+            s->bat[first + s->chunk_ratio] = SB_BLOCK_NOT_PRESENT;
+            changed = true;
+        }
+        if (!changed) {
+            continue;
+        }
+        ret = bdrv_co_flush(bs->file->bs);
+        if (ret < 0) {
+            return ret;
+        }
+        ret = vhdx_log_bat_range(bs, s, first, s->chunk_ratio + 1);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+
+    /* The metadata table and the File Parameters item, in one log entry */
+    if (fp->offset < VHDX_METADATA_TABLE_MAX_SIZE ||
+        fp->length < sizeof(VHDXFileParameters) ||
+        fp->offset > s->metadata_rt.length - fp->length) {
+        return -EINVAL;
+    }
+    md_len = (uint64_t)fp->offset + fp->length;
+    md = g_malloc(md_len);
+    ret = bdrv_co_pread(bs->file, s->metadata_rt.file_offset, md_len, md, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    count = lduw_le_p(md + 10);
+    if (count == 0 ||
+        count > (VHDX_METADATA_TABLE_MAX_SIZE - VHDX_MD_HEADER_SIZE) /
+                VHDX_MD_ENTRY_SIZE) {
+        return -EINVAL;
+    }
+    for (i = 0; i < count; i++) {
+        MSGUID id;
+
+        memcpy(&id, md + VHDX_MD_HEADER_SIZE + i * VHDX_MD_ENTRY_SIZE,
+               sizeof(id));
+        leguid_to_cpus(&id);
+        if (guid_eq(id, vhdx_parent_locator_item)) {
+            slot = i;
+        }
+    }
+    if (slot != UINT32_MAX) {
+        uint8_t *last = md + VHDX_MD_HEADER_SIZE +
+                        (count - 1) * VHDX_MD_ENTRY_SIZE;
+
+        memmove(md + VHDX_MD_HEADER_SIZE + slot * VHDX_MD_ENTRY_SIZE, last,
+                VHDX_MD_ENTRY_SIZE);
+        memset(last, 0, VHDX_MD_ENTRY_SIZE);
+        stw_le_p(md + 10, count - 1);
+    }
+    /* data_bits follows the block size in the File Parameters item */
+    stl_le_p(md + fp->offset + 4,
+             ldl_le_p(md + fp->offset + 4) & ~VHDX_PARAMS_HAS_PARENT);
+    ret = vhdx_log_write_and_flush(bs, s, md, md_len,
+                                   s->metadata_rt.file_offset);
+    if (ret < 0) {
+        return ret;
+    }
+
+    s->params.data_bits &= ~VHDX_PARAMS_HAS_PARENT;
+    memset(&s->metadata_entries.parent_locator_entry, 0,
+           sizeof(s->metadata_entries.parent_locator_entry));
+    /* vhdx_calc_bat_entries() for an image without a parent */
+    s->bat_entries = blocks + ((blocks - 1) >> s->chunk_ratio_bits);
+    vhdx_diff_close(s);
+    return 0;
+}
+
+int coroutine_fn GRAPH_RDLOCK
+vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
+                            const char *backing_fmt)
+{
+    BDRVVHDXState *s = bs->opaque;
+    g_autoptr(VHDXParentLocator) loc = g_new0(VHDXParentLocator, 1);
+    g_autofree char *full = NULL;
+    g_autofree uint8_t *item = NULL;
+    static const MSGUID zero_guid;
+    Error *local_err = NULL;
+    VHDXParentLocator *parsed;
+    MSGUID guid;
+    size_t len;
+    bool first;
+    int ret;
+
+    if (!s->diff) {
+        /* Turning a base image into a child is not supported */
+        return -ENOTSUP;
+    }
+    if (!backing_file || !*backing_file) {
+        qemu_co_mutex_lock(&s->lock);
+        first = vhdx_hold_data_write_guid(s);
+        ret = vhdx_diff_co_remove_parent(bs, s);
+        s->first_visible_write = first;
+        qemu_co_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            error_report("Could not make '%s' an image without a parent: %s",
+                         bs->filename, strerror(-ret));
+        }
+        return ret;
+    }
+    if (backing_fmt && *backing_fmt && strcmp(backing_fmt, "vhdx")) {
+        error_report("The parent of vhdx image '%s' must be vhdx, not %s",
+                     bs->filename, backing_fmt);
+        return -EINVAL;
+    }
+    full = bdrv_get_full_backing_filename_from_filename(bs->filename,
+                                                        backing_file,
+                                                        &local_err);
+    if (!full) {
+        goto fail;
+    }
+    ret = vhdx_new_parent_guid(bs, full, &guid, &local_err);
+    if (ret < 0) {
+        goto fail;
+    }
+    loc->parent_linkage = vhdx_guid_format(&guid);
+    loc->parent_linkage2 = vhdx_guid_format(&zero_guid);
+    if (!vhdx_diff_locator_paths(loc, bs->filename, backing_file, full,
+                                 &local_err)) {
+        goto fail;
+    }
+    item = vhdx_parent_locator_build(loc, &len);
+    parsed = vhdx_parent_locator_parse(item, len, &error_abort);
+
+    qemu_co_mutex_lock(&s->lock);
+    first = vhdx_hold_data_write_guid(s);
+    ret = vhdx_write_locator(bs, s, item, len);
+    s->first_visible_write = first;
+    qemu_co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        vhdx_parent_locator_free(parsed);
+        error_report("Could not rewrite the parent locator of '%s': %s",
+                     bs->filename, strerror(-ret));
+        return ret;
+    }
+    vhdx_parent_locator_free(s->diff->locator);
+    s->diff->locator = parsed;
+    g_free(s->diff->parent_path);
+    s->diff->parent_path = g_strdup(full);
+    return 0;
+
+fail:
+    error_report_err(local_err);
+    return -EINVAL;
+}
+
+/*
+ * Drop all data of this layer (after a commit into the parent): payload
+ * blocks become NOT_PRESENT and the bitmaps are cleared (libvhdi reads
+ * bitmaps even of NOT_PRESENT blocks).  The commit wrote the parent, so
+ * the parent has a new DataWriteGuid: relink to it, or the emptied
+ * child would be refused at its next open.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_make_empty(BlockDriverState *bs)
+{
+    BDRVVHDXState *s = bs->opaque;
+    BlockDriverState *pbs = bs->backing ? bs->backing->bs : NULL;
+    uint64_t i, k;
+    bool first;
+    int ret;
+
+    if (!s->diff) {
+        return -ENOTSUP;
+    }
+    if (pbs && pbs->drv && !strcmp(pbs->drv->format_name, "vhdx")) {
+        ret = vhdx_co_change_backing_file(bs, bs->backing_file, "vhdx");
+        if (ret < 0) {
+            return ret;
+        }
+    }
+
+    /*
+     * The DataWriteGuid is kept: what the chain reads does not change, so
+     * children of this image must stay linked to it.
+     */
+    qemu_co_mutex_lock(&s->lock);
+    first = vhdx_hold_data_write_guid(s);
+    ret = 0;
+    for (i = 0; i < s->bat_entries; i++) {
+        if (!vhdx_bat_index_is_sb(s, i)) {
+            s->bat[i] = PAYLOAD_BLOCK_NOT_PRESENT;
+        }
+    }
+    if (ret >= 0) {
+        ret = vhdx_log_bat_range(bs, s, 0, s->bat_entries);
+    }
+    for (k = 0; ret >= 0 && k < s->diff->sb_count; k++) {
+        uint64_t e = s->bat[vhdx_sb_bat_index(s, k)];
+
+        qemu_vfree(s->diff->sb_cache[k]);
+        s->diff->sb_cache[k] = NULL;
+        if ((e & VHDX_BAT_STATE_BIT_MASK) == SB_BLOCK_PRESENT) {
+            ret = bdrv_co_pwrite_zeroes(bs->file, e & VHDX_BAT_FILE_OFF_MASK,
+                                        VHDX_SB_BLOCK_SIZE, 0);
+        }
+    }
+    if (ret >= 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    s->first_visible_write = first;
+    qemu_co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+typedef struct VHDXMakeEmptyCo {
+    BlockDriverState *bs;
+    int ret;
+} VHDXMakeEmptyCo;
+
+static void coroutine_fn vhdx_make_empty_entry(void *opaque)
+{
+    VHDXMakeEmptyCo *d = opaque;
+
+    bdrv_graph_co_rdlock();
+    d->ret = vhdx_diff_co_make_empty(d->bs);
+    bdrv_graph_co_rdunlock();
+    aio_wait_kick();
+}
+
+/* .bdrv_make_empty is not a coroutine_fn, the log needs a coroutine */
+int GRAPH_RDLOCK vhdx_make_empty(BlockDriverState *bs)
+{
+    VHDXMakeEmptyCo d = { .bs = bs, .ret = -EINPROGRESS };
+    Coroutine *co;
+
+    if (qemu_in_coroutine()) {
+        vhdx_make_empty_entry(&d);
+        return d.ret;
+    }
+    co = qemu_coroutine_create(vhdx_make_empty_entry, &d);
+    aio_co_enter(bdrv_get_aio_context(bs), co);
+    BDRV_POLL_WHILE(bs, d.ret == -EINPROGRESS);
+    return d.ret;
+}

@@ -1,0 +1,144 @@
+/*
+ * Differencing VHDX (Hyper-V .avhdx) support for QEMU's vhdx driver
+ *
+ * Copyright (c) 2026 The Hyper-V checkpoints project authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A differencing VHDX is an ordinary VHDX whose File Parameters have the
+ * HasParent bit and which carries a Parent Locator metadata item.  This
+ * code parses the locator, finds and checks the parent, and serves the
+ * reads and block status queries of such an image; block/vhdx.c calls
+ * it where the image has a parent.  See README.md in this folder.
+ */
+
+#ifndef BLOCK_VHDX_DIFF_H
+#define BLOCK_VHDX_DIFF_H
+
+#include "block/block_int.h"
+#include "block/vhdx.h"
+
+/* Parent locator type of a VHDX parent, b04aefb7-d19e-4a81-b789-25b8e9445913 */
+extern const MSGUID vhdx_parent_locator_type_vhdx;
+
+/* Sector bitmap blocks are 1 MiB: one bit for each of 2^23 sectors */
+#define VHDX_SB_BLOCK_SIZE  (1 * MiB)
+
+/* The keys of a VHDX parent locator, decoded to UTF-8 */
+typedef struct VHDXParentLocator {
+    char *parent_linkage;
+    char *parent_linkage2;
+    char *relative_path;
+    char *volume_path;
+    char *absolute_win32_path;
+    MSGUID linkage;             /* parent_linkage as a GUID (host order) */
+    MSGUID linkage2;            /* parent_linkage2, if has_linkage2 */
+    bool has_linkage2;          /* parent_linkage2 present and not zero */
+} VHDXParentLocator;
+
+/* Per-image state of a differencing image, BDRVVHDXState.diff */
+typedef struct VHDXDiffState {
+    VHDXParentLocator *locator;
+    /* The parent file the locator led to, as a path for messages */
+    char *parent_path;
+    /*
+     * Opened for qemu-img check with a broken chain (no locator, parent
+     * missing or not the right one): the problem, for the report.  The
+     * image is then open without a parent.
+     */
+    char *chain_error;
+    /*
+     * Sector bitmap cache: one 1 MiB buffer per chunk, read on first
+     * use.  NULL while not loaded.
+     */
+    uint8_t **sb_cache;
+    uint64_t sb_count;
+} VHDXDiffState;
+
+/* parent-locator.c */
+VHDXParentLocator *vhdx_parent_locator_parse(const uint8_t *buf, size_t len,
+                                             Error **errp);
+void vhdx_parent_locator_free(VHDXParentLocator *loc);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VHDXParentLocator, vhdx_parent_locator_free)
+bool vhdx_guid_parse(const char *str, MSGUID *guid);
+char *vhdx_guid_format(const MSGUID *guid);
+char *vhdx_relative_path_to_posix(const char *rel, Error **errp);
+char *vhdx_win32_path_to_posix(const char *win32);
+const char *vhdx_win32_basename(const char *win32);
+uint8_t *vhdx_parent_locator_build(const VHDXParentLocator *loc,
+                                   size_t *len);
+bool vhdx_locator_value_ok(const char *str);
+char *vhdx_posix_to_relative_path(const char *rel);
+char *vhdx_posix_to_win32_path(const char *abs);
+
+/* create.c: what a new differencing image takes from its parent */
+typedef struct VHDXDiffCreate {
+    uint64_t virtual_size;
+    uint32_t block_size;
+    uint32_t logical_sector_size;
+    uint32_t physical_sector_size;
+    MSGUID page83;              /* Virtual Disk ID, host order */
+    uint8_t *locator;           /* the serialised Parent Locator item */
+    size_t locator_len;
+} VHDXDiffCreate;
+
+int coroutine_fn GRAPH_UNLOCKED
+vhdx_diff_co_create_prepare(BlockdevCreateOptionsVhdx *opts,
+                            const char *child_filename,
+                            VHDXDiffCreate **out, Error **errp);
+void vhdx_diff_create_free(VHDXDiffCreate *dc);
+bool vhdx_diff_locator_paths(VHDXParentLocator *loc,
+                             const char *child_filename,
+                             const char *backing_file,
+                             const char *parent_full, Error **errp);
+int coroutine_fn GRAPH_UNLOCKED
+vhdx_diff_co_create_bat(BlockBackend *blk, BDRVVHDXState *s,
+                        uint64_t bat_offset, uint32_t bat_length,
+                        uint64_t data_offset, Error **errp);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VHDXDiffCreate, vhdx_diff_create_free)
+
+/* vhdx-diff.c */
+int GRAPH_RDLOCK
+vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
+               int flags, Error **errp);
+void vhdx_diff_close(BDRVVHDXState *s);
+
+/* check.c */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_check(BlockDriverState *bs, BdrvCheckResult *result,
+                   BdrvCheckMode fix);
+
+/* sector-bitmap.c */
+static inline uint64_t vhdx_sb_bat_index(BDRVVHDXState *s, uint64_t chunk)
+{
+    return chunk * (s->chunk_ratio + 1) + s->chunk_ratio;
+}
+
+static inline bool vhdx_bat_index_is_sb(BDRVVHDXState *s, uint64_t idx)
+{
+    return idx % (s->chunk_ratio + 1) == s->chunk_ratio;
+}
+
+int coroutine_fn GRAPH_RDLOCK
+vhdx_sb_get(BlockDriverState *bs, BDRVVHDXState *s, uint64_t blk,
+            uint8_t **bitmap);
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_readv(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
+                   QEMUIOVector *qiov);
+int coroutine_fn GRAPH_RDLOCK
+vhdx_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
+                     int64_t bytes, int64_t *pnum, int64_t *map,
+                     BlockDriverState **file);
+
+/* write.c */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
+                    QEMUIOVector *qiov, int flags);
+
+/* relink.c */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
+                            const char *backing_fmt);
+int GRAPH_RDLOCK vhdx_make_empty(BlockDriverState *bs);
+
+#endif

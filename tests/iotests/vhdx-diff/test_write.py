@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+# Writing differencing VHDX images: sector bitmaps, zero writes,
+# discards, chains, interop with libvhdi and crash consistency
+#
+# Copyright (c) 2026 The Hyper-V checkpoints project authors
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# A pattern model of every layer gives the expected contents; the image
+# is read back with `qemu-img convert`.  Environment: HVCP_BUILD.
+# Prints TAP.
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hvcp_tap import (Tap, QEMU_IO, qemu_img, qemu_io, run,  # noqa: E402
+                      sha256_file, need_tools)
+
+t = Tap()
+MiB = 1024 * 1024
+SIZE = 64 * MiB
+
+
+class Model:
+    """Expected contents of a virtual disk, as a bytearray"""
+
+    def __init__(self, base=None):
+        self.data = bytearray(base.data) if base else bytearray(SIZE)
+
+    def write(self, off, length, pattern):
+        self.data[off:off + length] = bytes([pattern]) * length
+
+
+def apply(image, model, writes, fmt='vhdx'):
+    """writes: (offset, length, pattern or 'zero' or 'discard')"""
+    cmds = []
+    for off, length, pat in writes:
+        if pat == 'zero':
+            cmds += ['-c', f'write -z {off} {length}']
+            model.write(off, length, 0)
+        elif pat == 'discard':
+            cmds += ['-c', f'discard {off} {length}']
+        else:
+            cmds += ['-c', f'write -P {pat} {off} {length}']
+            model.write(off, length, pat)
+    r = qemu_io('-f', fmt, *cmds, image)
+    assert r.returncode == 0 and 'error' not in r.stdout.lower(), \
+        r.stdout + r.stderr
+
+
+def contents(image, tmp):
+    raw = os.path.join(tmp, 'contents.raw')
+    r = qemu_img('convert', '-O', 'raw', image, raw)
+    if r.returncode != 0:
+        return r.stderr.encode()
+    with open(raw, 'rb') as f:
+        data = f.read()
+    os.unlink(raw)
+    return data
+
+
+def first_diff(a, b):
+    for i in range(0, min(len(a), len(b)), 512):
+        if a[i:i + 512] != b[i:i + 512]:
+            return f'first difference in sector at {i:#x}'
+    return f'lengths {len(a)} {len(b)}'
+
+
+def check(image, model, tmp, name):
+    got = contents(image, tmp)
+    t.ok(got == bytes(model.data), name,
+         '' if got == bytes(model.data) else first_diff(got, model.data))
+
+
+def create(path, backing=None, block_size='2M'):
+    args = ['create', '-q', '-f', 'vhdx', '-o', f'block_size={block_size}']
+    if backing:
+        args += ['-b', backing, '-F', 'vhdx']
+    r = qemu_img(*args, path, str(SIZE))
+    assert r.returncode == 0, r.stderr
+
+
+def test_layers(tmp):
+    base = os.path.join(tmp, 'base.vhdx')
+    mid = os.path.join(tmp, 'mid.avhdx')
+    top = os.path.join(tmp, 'top.avhdx')
+    create(base, block_size='8M')
+    mbase = Model()
+    apply(base, mbase, [(0, SIZE, 0x11)])
+    base_sum = sha256_file(base)
+
+    create(mid, 'base.vhdx')
+    mmid = Model(mbase)
+    apply(mid, mmid, [
+        (4096, 4096, 0x22),              # a few sectors: PARTIALLY_PRESENT
+        (512, 512, 0x23),                # another run in the same block
+        (3 * MiB, MiB, 0x24),            # half a block
+        (6 * MiB - 512, 1024, 0x25),     # across a block boundary
+        (10 * MiB, 2 * MiB, 0x26),       # a whole block
+        (20 * MiB + 1536, 70000, 0x27),  # unaligned length
+    ])
+    check(mid, mmid, tmp, 'partial writes read back through the child')
+    t.ok(sha256_file(base) == base_sum, 'writing the child leaves the '
+         'parent unchanged')
+
+    create(top, 'mid.avhdx', block_size='1M')
+    mtop = Model(mmid)
+    apply(top, mtop, [
+        (4096 + 1024, 512, 0x31),
+        (3 * MiB + 4096, 8192, 0x32),
+        (40 * MiB, 5 * MiB, 0x33),
+    ])
+    check(top, mtop, tmp, 'depth-3 chain reads every layer through the top')
+
+    # Zero writes and discards over parent data must never show the parent
+    apply(top, mtop, [
+        (4096, 8192, 'zero'),            # over mid's and base's data
+        (30 * MiB, MiB, 'zero'),         # a block only the base has
+        (40 * MiB, MiB, 'discard'),      # discard keeps this layer's data
+        (50 * MiB, MiB, 'discard'),      # and never uncovers the parent
+    ])
+    check(top, mtop, tmp, 'zero writes and discards hide the parents')
+
+    r = qemu_img('check', top)
+    t.ok(r.returncode == 0, 'qemu-img check after writes', r.stdout + r.stderr)
+
+    r = qemu_img('map', '--output=json', top)
+    ok = r.returncode == 0 and '"depth": 0' in r.stdout and \
+        '"depth": 2' in r.stdout
+    t.ok(ok, 'map shows data of all three layers', r.stdout[:2000])
+    return base, mid, top, mtop
+
+
+def test_vhdimount(tmp, top, model):
+    name = 'vhdimount reads the written chain like the model'
+    mnt = os.path.join(tmp, 'mnt')
+    os.mkdir(mnt)
+    try:
+        r = run('vhdimount', top, mnt)
+    except FileNotFoundError:
+        t.ok(True, f'{name} # SKIP no vhdimount')
+        return
+    if r.returncode != 0:
+        t.ok(True, f'{name} # SKIP vhdimount failed: {r.stderr.strip()}')
+        return
+    try:
+        images = sorted(os.listdir(mnt))
+        with open(os.path.join(mnt, images[-1]), 'rb') as f:
+            got = f.read()
+    finally:
+        subprocess.run(['umount', mnt])
+    t.ok(got == bytes(model.data), name,
+         '' if got == bytes(model.data) else first_diff(got, model.data))
+
+
+def test_crash(tmp):
+    """SIGKILL a writer; every sector must be old or new afterwards"""
+    base = os.path.join(tmp, 'cbase.vhdx')
+    child = os.path.join(tmp, 'cchild.avhdx')
+    create(base, block_size='8M')
+    mbase = Model()
+    apply(base, mbase, [(0, SIZE, 0x5a)])
+    create(child, 'cbase.vhdx', block_size='1M')
+    cmds = []
+    writes = []
+    for i in range(400):
+        off = (i * 7919 * 4096) % (SIZE - 65536)
+        writes.append((off, 8192, 0x80 + i % 64))
+        cmds += ['-c', f'write -P {0x80 + i % 64} {off} 8192']
+    p = subprocess.Popen([QEMU_IO, '-f', 'vhdx', *cmds, child],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    # Replays the log when opened read-write
+    r = qemu_img('check', '-r', 'all', child)
+    t.ok(r.returncode == 0, 'check after SIGKILL of the writer',
+         r.stdout + r.stderr)
+    got = contents(child, tmp)
+    allowed = [set([0x5a]) for _ in range(SIZE // 512)]
+    for off, length, pat in writes:
+        for s in range(off // 512, (off + length) // 512):
+            allowed[s].add(pat)
+    bad = []
+    for s in range(SIZE // 512):
+        sector = got[s * 512:(s + 1) * 512]
+        if len(sector) != 512 or len(set(sector)) != 1 or \
+                sector[0] not in allowed[s]:
+            bad.append(s)
+    t.ok(not bad, 'every sector holds the parent or a written pattern',
+         f'{len(bad)} bad sectors, first {bad[:5]}')
+
+
+def main():
+    need_tools()
+    t.plan(9)
+    with tempfile.TemporaryDirectory(prefix='vhdx-write-') as tmp:
+        base, mid, top, mtop = test_layers(tmp)
+        test_vhdimount(tmp, top, mtop)
+        test_crash(tmp)
+    return 1 if t.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
