@@ -55,12 +55,28 @@ typedef struct CowSnapshotOptions {
 bool cow_snapshot_write_tracking_usable(Error **errp);
 
 /*
- * Begin a snapshot into @path (created or replaced).  The vCPUs must be
- * stopped.  Captures the device state and, unless opts->paused_save,
- * write-protects all RAM; the file is written by a background thread.
- * The work done here does not depend on the amount of RAM (see
- * README.md for the kernel features that makes true).
- * Returns false and sets @errp when no snapshot was started.
+ * Get a snapshot into @path ready, before the caller's pause: create the
+ * file and write-protect all RAM (unless opts->paused_save).  The VM may
+ * run; until cow_snapshot_begin() a guest write only marks its page for
+ * protecting again at begin.  This moves the part of the work that grows
+ * with RAM (page tables) out of the pause.  Optional: begin prepares by
+ * itself when this was not called, inside the pause then.
+ */
+bool cow_snapshot_prepare(const char *path, const CowSnapshotOptions *opts,
+                          Error **errp);
+
+/* Drop a prepared snapshot that will not be begun (removes its file). */
+void cow_snapshot_abort_prepared(void);
+
+/*
+ * Begin the snapshot into @path (created or replaced; pass a new file:
+ * truncating a large old one costs time in the pause).  The vCPUs must
+ * be stopped.  Captures the device state, write-protects again what the
+ * guest wrote since cow_snapshot_prepare(), and starts the background
+ * save.  With a prepared snapshot, @opts is ignored (prepare's are used)
+ * and the work done here does not depend on the amount of RAM.
+ * Returns false and sets @errp when no snapshot was started (a prepared
+ * one is dropped then).
  */
 bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
                         Error **errp);

@@ -37,6 +37,7 @@
 #include "qapi/error.h"
 #include "qapi/qapi-events-cow-snapshot.h"
 #include "io/channel-buffer.h"
+#include "exec/memory.h"
 #include "exec/ramblock.h"
 #include "migration/global_state.h"
 #include "migration/misc.h"
@@ -58,6 +59,7 @@ typedef struct CowSnapBlock {
     uint64_t pages;             /* COWSNAP_PAGE_SIZE pages */
     uint64_t hpages;            /* host pages: the unit of protection */
     unsigned long *claimed;     /* per host page: saved or being saved */
+    unsigned long *touched;     /* per host page: written since prepare */
     unsigned long *map;         /* per page: non-zero page in the file */
     uint64_t map_offset;
     uint64_t data_offset;
@@ -105,6 +107,9 @@ typedef struct CowSnapJob {
     EventNotifier stop_faulter;
     bool aborting;              /* atomic: release faults without saving */
     bool cancel;                /* atomic */
+    bool tracking;              /* atomic: prepared, not begun */
+    bool discard_disabled;
+    uint64_t rearmed_pages;
 
     uint64_t total_bytes;
     uint64_t done_bytes;        /* atomic */
@@ -119,6 +124,8 @@ typedef struct CowSnapJob {
 
 /* The current or last snapshot; only touched by the main loop */
 static CowSnapJob *cowsnap_job;
+/* A snapshot prepared (RAM armed) and not begun yet */
+static CowSnapJob *cowsnap_prepared;
 
 static void cowsnap_set_error(CowSnapJob *job, int err, const char *what)
 {
@@ -216,6 +223,14 @@ static void cowsnap_handle_fault(CowSnapJob *job, uint64_t addr)
     w1 = MIN(w0 + win, b->hpages);
 
     qemu_mutex_lock(&job->lock);
+    if (qatomic_read(&job->tracking)) {
+        /* Prepared, not begun: note the pages and let the write go */
+        bitmap_set(b->touched, w0, w1 - w0);
+        uffd_change_protection(job->uffd, b->ref.host + w0 * hps,
+                               (w1 - w0) * hps, false, false);
+        qemu_mutex_unlock(&job->lock);
+        return;
+    }
     if (test_bit(hp, b->claimed)) {
         /* The saver has it: its release of the protection wakes us */
         qemu_mutex_unlock(&job->lock);
@@ -532,6 +547,7 @@ static void cowsnap_job_free(CowSnapJob *job)
     }
     for (unsigned i = 0; i < job->nr_blocks; i++) {
         g_free(job->blocks[i].claimed);
+        g_free(job->blocks[i].touched);
         g_free(job->blocks[i].map);
         g_free(job->blocks[i].rom_copy);
     }
@@ -545,6 +561,9 @@ static void cowsnap_job_free(CowSnapJob *job)
     g_free(job->devstate);
     g_free(job->path);
     error_free(job->err);
+    if (job->discard_disabled) {
+        ram_block_discard_disable(false);
+    }
     event_notifier_cleanup(&job->stop_faulter);
     qemu_cond_destroy(&job->cond);
     qemu_mutex_destroy(&job->lock);
@@ -796,18 +815,27 @@ static bool cowsnap_setup_blocks(CowSnapJob *job, Error **errp)
         b->hpages = b->ref.used_length / b->ref.host_page_size;
         b->claimed = bitmap_new(b->hpages);
         b->map = bitmap_new(b->pages);
+        b->touched = bitmap_new(b->hpages);
         max_hps = MAX(max_hps, b->ref.host_page_size);
-        if (!b->ref.writable) {
-            /*
-             * ROM cannot be write-protected, but the device model may
-             * still rewrite it (on reset, say): keep it as it is now.
-             * Its size does not grow with the guest's RAM.
-             */
-            b->rom_copy = g_memdup2(b->ref.host, b->ref.used_length);
-        }
     }
     job->slot_size = MAX(COWSNAP_FAULT_WINDOW, max_hps);
     return true;
+}
+
+/*
+ * ROM cannot be write-protected, but the device model may still rewrite
+ * it (on reset, say): keep it as it is at begin.  Its size does not grow
+ * with the guest's RAM.
+ */
+static void cowsnap_copy_roms(CowSnapJob *job)
+{
+    for (unsigned i = 0; i < job->nr_blocks; i++) {
+        CowSnapBlock *b = &job->blocks[i];
+
+        if (!b->ref.writable) {
+            b->rom_copy = g_memdup2(b->ref.host, b->ref.used_length);
+        }
+    }
 }
 
 static void cowsnap_alloc_slots(CowSnapJob *job)
@@ -830,14 +858,9 @@ static void cowsnap_abort_begin(CowSnapJob *job)
     }
 }
 
-bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
-                        Error **errp)
+/* Checks shared by prepare and begin */
+static bool cowsnap_can_start(Error **errp)
 {
-    int64_t t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
-    bool unpopulated = false;
-    CowSnapJob *job;
-
-    assert(bql_locked());
     if (cowsnap_job && cowsnap_job->active) {
         error_setg(errp, "A copy-on-write snapshot is already being saved");
         return false;
@@ -846,28 +869,45 @@ bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
         error_setg(errp, "Cannot take a snapshot while a migration runs");
         return false;
     }
-    if (runstate_is_running()) {
-        error_setg(errp, "The vCPUs must be stopped to begin a snapshot");
-        return false;
-    }
     /*
      * Devices that cannot be migrated cannot be snapshotted either.  The
      * migration blockers (migration_is_blocked()) are not checked: they
      * include the vhdx driver's, which is about moving a disk to another
      * host and does not concern a snapshot of RAM and devices.
      */
-    if (qemu_savevm_state_blocked(errp)) {
+    return !qemu_savevm_state_blocked(errp);
+}
+
+bool cow_snapshot_prepare(const char *path, const CowSnapshotOptions *opts,
+                          Error **errp)
+{
+    bool unpopulated = false;
+    CowSnapJob *job;
+
+    assert(bql_locked());
+    if (cowsnap_prepared) {
+        error_setg(errp, "A copy-on-write snapshot is already prepared");
+        return false;
+    }
+    if (!cowsnap_can_start(errp)) {
+        return false;
+    }
+    /* A balloon must not drop pages whose content the snapshot needs */
+    if (ram_block_discard_disable(true)) {
+        error_setg(errp, "Cannot take a snapshot while a device relies on "
+                   "discarding RAM");
         return false;
     }
 
     job = g_new0(CowSnapJob, 1);
+    job->discard_disabled = true;
     job->path = g_strdup(path);
     job->fd = -1;
     job->uffd = -1;
     job->paused_save = opts->paused_save;
     job->done = opts->done;
     job->done_opaque = opts->opaque;
-    job->start_ns = t0;
+    job->tracking = true;
     qemu_mutex_init(&job->lock);
     qemu_cond_init(&job->cond);
     QSIMPLEQ_INIT(&job->queue);
@@ -881,23 +921,25 @@ bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
             goto fail;
         }
     }
-    if (!cowsnap_setup_blocks(job, errp) ||
-        !cowsnap_capture_devstate(job, errp)) {
+    if (!cowsnap_setup_blocks(job, errp)) {
         goto fail;
     }
-    cowsnap_layout(job);
-
     job->fd = qemu_create(path, O_RDWR | O_TRUNC | O_CLOEXEC, 0600, errp);
     if (job->fd < 0) {
-        goto fail;
-    }
-    if (ftruncate(job->fd, le64_to_cpu(job->hdr.file_size)) < 0) {
-        error_setg_errno(errp, errno, "Cannot size '%s'", path);
         goto fail;
     }
 
     if (!job->paused_save) {
         cowsnap_alloc_slots(job);
+        /*
+         * Arm write protection now, while the VM may still run: this is
+         * the part that costs time in proportion to RAM (page tables).
+         * Until begin, a write fault only records the page as touched
+         * and lets the write go; begin protects those pages again.
+         */
+        qemu_thread_create(&job->faulter, "cowsnap-fault",
+                           cowsnap_fault_thread, job, QEMU_THREAD_JOINABLE);
+        job->faulter_started = true;
         for (unsigned i = 0; i < job->nr_blocks; i++) {
             CowSnapBlock *b = &job->blocks[i];
 
@@ -906,9 +948,97 @@ bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
                 goto fail;
             }
         }
-        qemu_thread_create(&job->faulter, "cowsnap-fault",
-                           cowsnap_fault_thread, job, QEMU_THREAD_JOINABLE);
-        job->faulter_started = true;
+    }
+    cowsnap_prepared = job;
+    return true;
+
+fail:
+    cowsnap_abort_begin(job);
+    cowsnap_job_free(job);
+    return false;
+}
+
+void cow_snapshot_abort_prepared(void)
+{
+    if (cowsnap_prepared) {
+        cowsnap_abort_begin(cowsnap_prepared);
+        cowsnap_job_free(cowsnap_prepared);
+        cowsnap_prepared = NULL;
+    }
+}
+
+/*
+ * Leave tracking mode: from now on a fault saves the page first.  Pages
+ * written since prepare lost their protection; protect them again.  The
+ * vCPUs are stopped, so this is the only work that depends on the guest,
+ * and it is proportional to what it wrote since prepare, not to RAM.
+ */
+static bool cowsnap_rearm(CowSnapJob *job, Error **errp)
+{
+    qemu_mutex_lock(&job->lock);
+    qatomic_set(&job->tracking, false);
+    qemu_mutex_unlock(&job->lock);
+
+    for (unsigned i = 0; i < job->nr_blocks; i++) {
+        CowSnapBlock *b = &job->blocks[i];
+        uint64_t hps = b->ref.host_page_size;
+        uint64_t s = 0, e;
+
+        if (!b->registered) {
+            continue;
+        }
+        while ((s = find_next_bit(b->touched, b->hpages, s)) < b->hpages) {
+            e = find_next_zero_bit(b->touched, b->hpages, s);
+            if (uffd_change_protection(job->uffd, b->ref.host + s * hps,
+                                       (e - s) * hps, true, false)) {
+                error_setg(errp, "Cannot write-protect RAM block '%s'",
+                           b->ref.idstr);
+                return false;
+            }
+            job->rearmed_pages += (e - s) * hps / COWSNAP_PAGE_SIZE;
+            s = e;
+        }
+    }
+    return true;
+}
+
+bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
+                        Error **errp)
+{
+    int64_t t0 = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    CowSnapJob *job;
+
+    assert(bql_locked());
+    if (runstate_is_running()) {
+        error_setg(errp, "The vCPUs must be stopped to begin a snapshot");
+        return false;
+    }
+    if (cowsnap_prepared && strcmp(cowsnap_prepared->path, path)) {
+        error_setg(errp, "The prepared snapshot is for '%s', not '%s'",
+                   cowsnap_prepared->path, path);
+        cow_snapshot_abort_prepared();
+        return false;
+    }
+    if (!cowsnap_prepared && !cow_snapshot_prepare(path, opts, errp)) {
+        return false;
+    }
+    job = cowsnap_prepared;
+    cowsnap_prepared = NULL;
+    job->start_ns = t0;
+
+    if (!cowsnap_can_start(errp) ||
+        (!job->paused_save && !cowsnap_rearm(job, errp))) {
+        goto fail;
+    }
+    cowsnap_copy_roms(job);
+    if (!cowsnap_capture_devstate(job, errp)) {
+        goto fail;
+    }
+    cowsnap_layout(job);
+    /* The file is new and empty: sizing it only writes its inode */
+    if (ftruncate(job->fd, le64_to_cpu(job->hdr.file_size)) < 0) {
+        error_setg_errno(errp, errno, "Cannot size '%s'", path);
+        goto fail;
     }
 
     cowsnap_job_free(cowsnap_job);
@@ -955,6 +1085,7 @@ CowSnapshotInfo *cow_snapshot_query(void)
     info->done_bytes = qatomic_read(&job->done_bytes);
     info->written_bytes = qatomic_read(&job->written_bytes);
     info->faulted_pages = qatomic_read(&job->faulted_pages);
+    info->rearmed_pages = job->rearmed_pages;
     info->pause_us = job->pause_us;
     end = job->active ? qemu_clock_get_ns(QEMU_CLOCK_REALTIME) : job->end_ns;
     info->elapsed_ms = (end - job->start_ns) / SCALE_MS;

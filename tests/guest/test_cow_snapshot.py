@@ -7,9 +7,10 @@
 #   1. boot the guest; its workload prints "TICK ram=<n> disk=<m>" each
 #      second; through the guest agent, fill a 48 MiB tmpfs file with
 #      random data and take its md5 (tmpfs lives in guest RAM);
-#   2. stop, copy the disk image (the engine saves RAM and devices only:
-#      the disk switch is the checkpoint manager's job), begin the
-#      snapshot, resume; note the counter at begin;
+#   2. prepare the snapshot (RAM armed while the guest runs), stop, copy
+#      the disk image (the engine saves RAM and devices only: the disk
+#      switch is the checkpoint manager's job), begin the snapshot,
+#      resume; note the counter at begin;
 #   3. while the save runs, rewrite the tmpfs file over and over, and a
 #      second buffer all the time (heavy guest writes to RAM, i.e. many
 #      copy-on-write faults);
@@ -255,14 +256,18 @@ def scenario(tmp, mem_args, log):
         state = os.path.join(tmp, 'snap.state')
         disk_copy = os.path.join(tmp, 'disk-at-begin.img')
 
-        # Begin: inside a pause, as the checkpoint manager will do it
+        # Arm write protection while the guest runs (and writes), then
+        # begin inside a pause, as the checkpoint manager will do it
+        g.cmd('x-cow-snapshot-prepare', path=state)
+        time.sleep(1)
         g.cmd('stop')
         mark = g.console.mark()
         shutil.copyfile(g.disk, disk_copy)
         g.cmd('x-cow-snapshot-save', path=state)
         g.cmd('cont')
         info = g.cmd('x-query-cow-snapshot')
-        log('pause %d us' % info['pause-us'])
+        log('pause %d us (%d pages written between prepare and begin)'
+            % (info['pause-us'], info['rearmed-pages']))
         # The counter at begin: the last tick printed before the pause
         n_begin = None
         for line in g.console.lines[:mark][::-1]:

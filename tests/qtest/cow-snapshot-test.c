@@ -283,6 +283,46 @@ static void test_roundtrip_paused(void)
     do_roundtrip(NULL, true);
 }
 
+/*
+ * Prepare (RAM armed while "running"), write, then save: the writes
+ * between prepare and save are in the snapshot, the later ones are not.
+ */
+static void test_roundtrip_prepared(void)
+{
+    QTestState *qts = vm_start(NULL);
+    g_autofree char *path = tmp_path("prepared.state");
+    g_autofree char *status = NULL;
+    QDict *rsp;
+
+    write_picture(qts, 1, 0xa5);
+    qtest_qmp_assert_success(qts, "{'execute': 'x-cow-snapshot-prepare',"
+                             " 'arguments': {'path': %s}}", path);
+    /* A save for another file is refused and drops the prepared one */
+    g_free(qmp_error(qts, "{'execute': 'x-cow-snapshot-save',"
+                     " 'arguments': {'path': '/nonexistent/other.state'}}"));
+    g_assert(!g_file_test(path, G_FILE_TEST_EXISTS));
+    qtest_qmp_assert_success(qts, "{'execute': 'x-cow-snapshot-prepare',"
+                             " 'arguments': {'path': %s}}", path);
+    write_picture(qts, 2, 0xb6);
+    status = save_and_wait(qts, path, false);
+    g_assert_cmpstr(status, ==, "completed");
+    rsp = qtest_qmp(qts, "{'execute': 'x-query-cow-snapshot'}");
+    g_assert_cmpint(qdict_get_int(qdict_get_qdict(rsp, "return"),
+                                  "rearmed-pages"), >=, FILL_LEN / 4096);
+    qobject_unref(rsp);
+    vm_stop(qts);
+    scribble(qts);
+    load_ok(qts, path);
+    check_picture(qts, 2, 0xb6);
+
+    /* Prepared, then cancelled: no file is left */
+    qtest_qmp_assert_success(qts, "{'execute': 'x-cow-snapshot-prepare',"
+                             " 'arguments': {'path': %s}}", path);
+    qtest_qmp_assert_success(qts, "{'execute': 'x-cow-snapshot-cancel'}");
+    g_assert(!g_file_test(path, G_FILE_TEST_EXISTS));
+    qtest_quit(qts);
+}
+
 /* Saved once, shared by the refusal tests */
 static char *good_file;
 
@@ -460,6 +500,8 @@ int main(int argc, char **argv)
     qtest_add_func("/cow-snapshot/roundtrip/memfd", test_roundtrip_memfd);
     qtest_add_func("/cow-snapshot/roundtrip/paused-save",
                    test_roundtrip_paused);
+    qtest_add_func("/cow-snapshot/roundtrip/prepared",
+                   test_roundtrip_prepared);
     qtest_add_func("/cow-snapshot/refuse/incomplete", test_refuse_incomplete);
     qtest_add_func("/cow-snapshot/refuse/truncated", test_refuse_truncated);
     qtest_add_func("/cow-snapshot/refuse/corrupt", test_refuse_corrupt);
