@@ -81,12 +81,13 @@ void cow_snapshot_abort_prepared(void);
 bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
                         Error **errp);
 
-/* Is a snapshot being saved? */
+/* Is a snapshot prepared or being saved? */
 bool cow_snapshot_is_active(void);
 
 /*
  * Ask the running snapshot to stop; its file is removed and @done is
- * called with COW_SNAPSHOT_STATUS_CANCELLED.  No-op when none runs.
+ * called with COW_SNAPSHOT_STATUS_CANCELLED.  A prepared snapshot is
+ * dropped at once (no callback).  No-op when there is none.
  */
 void cow_snapshot_cancel(void);
 

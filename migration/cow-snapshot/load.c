@@ -332,7 +332,8 @@ bool cow_snapshot_load(const char *path, Error **errp)
         return false;
     }
     if (cow_snapshot_is_active()) {
-        error_setg(errp, "A copy-on-write snapshot is being saved");
+        error_setg(errp, "A copy-on-write snapshot is prepared or being "
+                   "saved");
         return false;
     }
     if (migration_is_running()) {

@@ -65,6 +65,7 @@ typedef struct CowSnapBlock {
     uint64_t data_offset;
     uint8_t *rom_copy;          /* non-writable blocks: copy made at begin */
     bool registered;            /* registered with the userfaultfd */
+    bool mr_ref;                /* holds a reference to its MemoryRegion */
 } CowSnapBlock;
 
 typedef struct CowSnapSlot {
@@ -540,16 +541,23 @@ static void *cowsnap_saver_thread(void *opaque)
     return NULL;
 }
 
-static void cowsnap_job_free(CowSnapJob *job)
+/*
+ * Everything but what x-query-cow-snapshot reports; in the main loop,
+ * once the threads are gone.
+ */
+static void cowsnap_job_release(CowSnapJob *job)
 {
-    if (!job) {
-        return;
-    }
     for (unsigned i = 0; i < job->nr_blocks; i++) {
-        g_free(job->blocks[i].claimed);
-        g_free(job->blocks[i].touched);
-        g_free(job->blocks[i].map);
-        g_free(job->blocks[i].rom_copy);
+        CowSnapBlock *b = &job->blocks[i];
+
+        if (b->mr_ref) {
+            memory_region_unref(b->ref.rb->mr);
+            b->mr_ref = false;
+        }
+        g_free(b->claimed);
+        g_free(b->touched);
+        g_free(b->map);
+        g_free(b->rom_copy);
     }
     for (unsigned i = 0; job->slots && i < COWSNAP_FAULT_SLOTS; i++) {
         g_free(job->slots[i].data);
@@ -559,11 +567,26 @@ static void cowsnap_job_free(CowSnapJob *job)
     g_free(job->blocks);
     g_free(job->table);
     g_free(job->devstate);
-    g_free(job->path);
-    error_free(job->err);
+    job->slots = NULL;
+    job->fault_buf = NULL;
+    job->blocks = NULL;
+    job->nr_blocks = 0;
+    job->table = NULL;
+    job->devstate = NULL;
     if (job->discard_disabled) {
         ram_block_discard_disable(false);
+        job->discard_disabled = false;
     }
+}
+
+static void cowsnap_job_free(CowSnapJob *job)
+{
+    if (!job) {
+        return;
+    }
+    cowsnap_job_release(job);
+    g_free(job->path);
+    error_free(job->err);
     event_notifier_cleanup(&job->stop_faulter);
     qemu_cond_destroy(&job->cond);
     qemu_mutex_destroy(&job->lock);
@@ -575,6 +598,7 @@ static void cowsnap_finish_bh(void *opaque)
     CowSnapJob *job = opaque;
 
     qemu_thread_join(&job->saver);
+    cowsnap_job_release(job);
     job->end_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     job->active = false;
     if (job->err) {
@@ -817,6 +841,9 @@ static bool cowsnap_setup_blocks(CowSnapJob *job, Error **errp)
         b->map = bitmap_new(b->pages);
         b->touched = bitmap_new(b->hpages);
         max_hps = MAX(max_hps, b->ref.host_page_size);
+        /* Keep the block alive (memory unplug) while threads use it */
+        memory_region_ref(b->ref.rb->mr);
+        b->mr_ref = true;
     }
     job->slot_size = MAX(COWSNAP_FAULT_WINDOW, max_hps);
     return true;
@@ -1058,12 +1085,14 @@ fail:
 
 bool cow_snapshot_is_active(void)
 {
-    return cowsnap_job && cowsnap_job->active;
+    return cowsnap_prepared || (cowsnap_job && cowsnap_job->active);
 }
 
 void cow_snapshot_cancel(void)
 {
-    if (cow_snapshot_is_active()) {
+    if (cowsnap_prepared) {
+        cow_snapshot_abort_prepared();
+    } else if (cowsnap_job && cowsnap_job->active) {
         qatomic_set(&cowsnap_job->cancel, true);
     }
 }
