@@ -2,11 +2,12 @@
 #
 #   make run     build what is missing, boot the default guest (QMP + HMP)
 #   make check   build what is missing, run every test
+#   make bench-ram  RAM snapshot benchmark (JSON lines, then ratios)
 #
 # Every target installs the Debian packages it needs first (as root), and
 # prepares qemu/ from the pinned source and patches/ when needed.
 
-.PHONY: all deps prepare qemu guest run check refresh-patches clean distclean
+.PHONY: all deps prepare qemu guest run check bench-ram refresh-patches clean distclean
 
 all: qemu guest
 
@@ -29,6 +30,10 @@ run: qemu guest
 
 check: qemu guest
 	@scripts/run-tests
+
+# Not a test: prints measurements (see migration/cow-snapshot/README.md).
+bench-ram: qemu
+	@scripts/bench-ram $(BENCH_ARGS)
 
 refresh-patches:
 	@scripts/refresh-patches
