@@ -284,6 +284,41 @@ static void test_roundtrip_paused(void)
 }
 
 /*
+ * A regular file mapped as RAM cannot be write-protected: the save says
+ * so, names the block and offers paused-save, which then works.
+ */
+static void test_no_write_tracking(void)
+{
+    g_autofree char *ram = tmp_path("ram-file");
+    g_autofree char *path = tmp_path("nowp.state");
+    g_autofree char *opts = g_strdup_printf(
+        "-m 256M -object memory-backend-file,id=mem,size=256M,"
+        "mem-path=%s,share=on -machine memory-backend=mem", ram);
+    QTestState *qts = vm_start(opts);
+    g_autofree char *err = NULL;
+    QDict *rsp;
+
+    err = qmp_error(qts, "{'execute': 'x-cow-snapshot-save',"
+                    " 'arguments': {'path': %s}}", path);
+    g_assert(strstr(err, "Write tracking is not available for RAM block "
+                    "'mem'"));
+    g_assert(strstr(err, "paused-save"));
+    g_assert(!g_file_test(path, G_FILE_TEST_EXISTS));
+    /* Nothing changed: the VM runs, no snapshot is left behind */
+    rsp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    g_assert(qdict_get_bool(qdict_get_qdict(rsp, "return"), "running"));
+    qobject_unref(rsp);
+    rsp = qtest_qmp(qts, "{'execute': 'x-query-cow-snapshot'}");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(rsp, "return"), "status"),
+                    ==, "none");
+    qobject_unref(rsp);
+    qtest_quit(qts);
+
+    do_roundtrip(opts, true);
+    unlink(ram);
+}
+
+/*
  * Prepare (RAM armed while "running"), write, then save: the writes
  * between prepare and save are in the snapshot, the later ones are not.
  */
@@ -502,6 +537,7 @@ int main(int argc, char **argv)
                    test_roundtrip_paused);
     qtest_add_func("/cow-snapshot/roundtrip/prepared",
                    test_roundtrip_prepared);
+    qtest_add_func("/cow-snapshot/no-write-tracking", test_no_write_tracking);
     qtest_add_func("/cow-snapshot/refuse/incomplete", test_refuse_incomplete);
     qtest_add_func("/cow-snapshot/refuse/truncated", test_refuse_truncated);
     qtest_add_func("/cow-snapshot/refuse/corrupt", test_refuse_corrupt);
