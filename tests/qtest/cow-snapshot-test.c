@@ -319,6 +319,57 @@ static void test_no_write_tracking(void)
 }
 
 /*
+ * F1: an open vhdx disk blocks live migration (and upstream's snapshot
+ * paths); a copy-on-write snapshot is not a migration and must work,
+ * while migration stays blocked.
+ */
+static void test_vhdx_blocker(void)
+{
+    const char *img_prog = g_getenv("QTEST_QEMU_IMG");
+    g_autofree char *img = tmp_path("disk.vhdx");
+    g_autofree char *path = tmp_path("vhdx.state");
+    g_autofree char *mig = tmp_path("migrate.out");
+    g_autofree char *uri = g_strdup_printf("file:%s", mig);
+    g_autofree char *cmd = NULL;
+    g_autofree char *opts = NULL;
+    g_autofree char *status = NULL;
+    g_autofree char *err = NULL;
+    QTestState *qts;
+    int exit_status;
+
+    if (!img_prog) {
+        g_test_skip("QTEST_QEMU_IMG not set");
+        return;
+    }
+    cmd = g_strdup_printf("%s create -q -f vhdx %s 16M", img_prog, img);
+    g_assert(g_spawn_command_line_sync(cmd, NULL, NULL, &exit_status, NULL));
+    g_assert_cmpint(exit_status, ==, 0);
+    opts = g_strdup_printf("-m 256M -drive if=none,id=d0,format=vhdx,"
+                           "file=%s", img);
+    qts = vm_start(opts);
+    write_picture(qts, 5, 0x55);
+
+    err = qmp_error(qts, "{'execute': 'migrate',"
+                    " 'arguments': {'uri': %s}}", uri);
+    g_assert(strstr(err, "vhdx"));
+    status = save_and_wait(qts, path, false);
+    g_assert_cmpstr(status, ==, "completed");
+    g_free(err);
+    err = qmp_error(qts, "{'execute': 'migrate',"
+                    " 'arguments': {'uri': %s}}", uri);
+    g_assert(strstr(err, "vhdx"));
+
+    vm_stop(qts);
+    scribble(qts);
+    load_ok(qts, path);
+    check_picture(qts, 5, 0x55);
+    qtest_quit(qts);
+    unlink(path);
+    unlink(img);
+    unlink(mig);
+}
+
+/*
  * Prepare (RAM armed while "running"), write, then save: the writes
  * between prepare and save are in the snapshot, the later ones are not.
  */
@@ -538,6 +589,7 @@ int main(int argc, char **argv)
     qtest_add_func("/cow-snapshot/roundtrip/prepared",
                    test_roundtrip_prepared);
     qtest_add_func("/cow-snapshot/no-write-tracking", test_no_write_tracking);
+    qtest_add_func("/cow-snapshot/vhdx-migration-blocker", test_vhdx_blocker);
     qtest_add_func("/cow-snapshot/refuse/incomplete", test_refuse_incomplete);
     qtest_add_func("/cow-snapshot/refuse/truncated", test_refuse_truncated);
     qtest_add_func("/cow-snapshot/refuse/corrupt", test_refuse_corrupt);
