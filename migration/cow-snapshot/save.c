@@ -44,6 +44,7 @@
 #include "migration/qemu-file.h"
 #include "migration/savevm.h"
 #include "system/runstate.h"
+#include "system/system.h"
 #include "cow-snapshot.h"
 #include "internal.h"
 
@@ -905,13 +906,38 @@ static bool cowsnap_can_start(Error **errp)
     return !qemu_savevm_state_blocked(errp);
 }
 
+/*
+ * QEMU exits with a snapshot prepared or running: the file would stay
+ * incomplete (load refuses it, but it takes space).  Remove it; the
+ * threads end with the process, whatever they were doing.
+ */
+static void cowsnap_exit(Notifier *n, void *data)
+{
+    CowSnapJob *job = cowsnap_prepared;
+
+    if (!job && cowsnap_job && cowsnap_job->active) {
+        job = cowsnap_job;
+    }
+    if (job) {
+        qatomic_set(&job->cancel, true);
+        unlink(job->path);
+    }
+}
+
+static Notifier cowsnap_exit_notifier = { .notify = cowsnap_exit };
+
 bool cow_snapshot_prepare(const char *path, const CowSnapshotOptions *opts,
                           Error **errp)
 {
+    static bool exit_notifier_added;
     bool unpopulated = false;
     CowSnapJob *job;
 
     assert(bql_locked());
+    if (!exit_notifier_added) {
+        qemu_add_exit_notifier(&cowsnap_exit_notifier);
+        exit_notifier_added = true;
+    }
     if (cowsnap_prepared) {
         error_setg(errp, "A copy-on-write snapshot is already prepared");
         return false;

@@ -569,6 +569,27 @@ static void test_cancel(void)
     qtest_quit(qts);
 }
 
+/* QEMU quits while saving: no incomplete file is left behind */
+static void test_quit_during_save(void)
+{
+    QTestState *qts = vm_start("-m 2G");
+    g_autofree char *path = tmp_path("quit.state");
+
+    qtest_memset(qts, 16 * MiB, 0x22, 1024 * MiB);
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'x-cow-snapshot-save', 'arguments': {'path': %s}}",
+        path);
+    qtest_quit(qts);
+    if (g_file_test(path, G_FILE_TEST_EXISTS)) {
+        CowSnapFileHeader h;
+
+        /* Only if the save won the race, and then it is complete */
+        read_header(path, &h);
+        g_assert_cmpint(le64_to_cpu(h.flags) & COWSNAP_FLAG_COMPLETE, !=, 0);
+        unlink(path);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -597,6 +618,7 @@ int main(int argc, char **argv)
     qtest_add_func("/cow-snapshot/refuse/layout", test_refuse_layout);
     qtest_add_func("/cow-snapshot/refuse/states", test_refuse_states);
     qtest_add_func("/cow-snapshot/cancel", test_cancel);
+    qtest_add_func("/cow-snapshot/quit-during-save", test_quit_during_save);
     ret = g_test_run();
 
     if (good_file) {
