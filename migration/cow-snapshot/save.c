@@ -1079,12 +1079,17 @@ bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
     cowsnap_prepared = NULL;
     job->start_ns = t0;
 
-    if (!cowsnap_can_start(errp) ||
-        (!job->paused_save && !cowsnap_rearm(job, errp))) {
+    if (!cowsnap_can_start(errp)) {
         goto fail;
     }
+    /*
+     * Device state first, as upstream's background snapshot does: what
+     * a device's pre_save writes to guest RAM belongs to the snapshot
+     * (in tracking mode it only marks pages for re-arming).
+     */
     cowsnap_copy_roms(job);
-    if (!cowsnap_capture_devstate(job, errp)) {
+    if (!cowsnap_capture_devstate(job, errp) ||
+        (!job->paused_save && !cowsnap_rearm(job, errp))) {
         goto fail;
     }
     cowsnap_layout(job);
