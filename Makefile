@@ -4,11 +4,14 @@
 #   make check   build what is missing, run every test
 #   make bench-disk   differencing VHDX vs qcow2 (and cp): JSON lines and
 #                a table of ratios (a benchmark, not a test)
+#   make bench-ram    copy-on-write RAM snapshot vs upstream mechanisms
+#                (JSON lines, then ratios; a benchmark, not a test)
+#   make bench        every benchmark
 #
 # Every target installs the Debian packages it needs first (as root), and
 # prepares qemu/ from the pinned source and patches/ when needed.
 
-.PHONY: all deps prepare qemu guest run check bench-disk refresh-patches clean distclean
+.PHONY: all deps prepare qemu guest run check bench bench-disk bench-ram refresh-patches clean distclean
 
 all: qemu guest
 
@@ -32,9 +35,15 @@ run: qemu guest
 check: qemu guest
 	@scripts/run-tests
 
+bench: bench-disk bench-ram
+
 # A benchmark, not a test: see scripts/bench-disk.
 bench-disk: qemu
 	@scripts/bench-disk
+
+# Not a test either: prints measurements (see migration/cow-snapshot/README.md).
+bench-ram: qemu
+	@scripts/bench-ram $(BENCH_ARGS)
 
 refresh-patches:
 	@scripts/refresh-patches
