@@ -79,11 +79,14 @@ def main():
             qga.close()
 
             def quit_cleanly():
+                # QEMU may close the socket before its reply, or before the
+                # client's disconnect, is read: the exit status below is
+                # what counts.
                 try:
                     qmp.cmd('quit')
+                    qmp.close()
                 except EOFError:
-                    pass        # QEMU may close the socket before its reply is read
-                qmp.close()
+                    pass
                 expect(proc.wait(timeout=30) == 0, f'run-vm exited with {proc.returncode}')
             tap.check('QMP quit ends run-vm with status 0', quit_cleanly)
         finally:
