@@ -17,6 +17,8 @@ qemu-system-x86_64 and qemu-img (default build/qemu of this repository),
 HVCP_GUEST_DIR holds vmlinuz and initramfs.cpio.gz (default build/guest).
 """
 
+import asyncio
+import base64
 import json
 import os
 import random
@@ -352,6 +354,12 @@ class Guest:
                                  f' console ends:\n{self.tail()}')
             time.sleep(0.1)
 
+    def skip_console(self):
+        """Let wait_for_line and wait_for_ticks see only what the guest
+        prints from now on."""
+        text = self.console()
+        self._read_pos = text.rfind('\n') + 1
+
     def tail(self, n=15):
         return '\n'.join(self.console_lines()[-n:])
 
@@ -388,3 +396,38 @@ class Guest:
     def qga(self, cmd, timeout=30, **args):
         """Run a guest agent command; returns its 'return' value."""
         return self._qga.cmd(cmd, timeout=timeout, **args)
+
+    def qmp_event(self, name, timeout=60):
+        """Wait for the QMP event name; returns it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestError(f'no QMP event {name} in {timeout}s')
+            try:
+                event = self._qmp.pull_event(wait=min(left, 1.0))
+            except asyncio.TimeoutError:
+                event = None
+            if event and event['event'] == name:
+                return event
+            self._check_alive()
+
+    def sh(self, script, timeout=120):
+        """Run a shell command in the guest through the agent (guest-exec);
+        returns its stdout, raises if it exits non-zero."""
+        pid = self.qga('guest-exec', path='/bin/sh', arg=['-c', script],
+                       **{'capture-output': True})['pid']
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.qga('guest-exec-status', pid=pid)
+            if status['exited']:
+                break
+            if time.monotonic() > deadline:
+                raise GuestError(f'guest command {script!r} still running after {timeout}s')
+            time.sleep(0.2)
+        out = base64.b64decode(status.get('out-data', '')).decode(errors='replace')
+        if status.get('exitcode', 0) != 0:
+            err = base64.b64decode(status.get('err-data', '')).decode(errors='replace')
+            raise GuestError(f'guest command {script!r} exited with '
+                             f'{status.get("exitcode")}: {out}{err}')
+        return out
