@@ -447,6 +447,23 @@ static int vhdx_diff_check_loop(BlockDriverState *bs, const char *parent,
 }
 
 /*
+ * Opened as the parent of a differencing image whose loop check walked
+ * the whole chain above it, this image included?  Then there is no need
+ * to walk again: a chain of depth n is walked once, not n times.
+ */
+static bool vhdx_diff_child_walked(BlockDriverState *bs)
+{
+    BlockDriverState *child = bs->inherits_from;
+    BDRVVHDXState *cs;
+
+    if (!child || child->drv != bs->drv || !child->opaque) {
+        return false;
+    }
+    cs = child->opaque;
+    return cs->diff && cs->diff->chain_ok;
+}
+
+/*
  * Check the parent is the image this child was made from, and that the
  * chain above it does not come back to this child.
  */
@@ -495,8 +512,12 @@ vhdx_diff_check_parent(BlockDriverState *bs, BDRVVHDXState *s,
         error_setg(errp, "Parent '%s' has virtual size %" PRIu64
                    ", differencing image '%s' has %" PRIu64, parent,
                    ph.virtual_size, bs->filename, s->virtual_disk_size);
+    } else if (vhdx_diff_child_walked(bs)) {
+        ret = 0;
+        s->diff->chain_ok = true;
     } else {
         ret = vhdx_diff_check_loop(bs, parent, &ph, errp);
+        s->diff->chain_ok = ret == 0;
     }
     vhdx_peek_clear(&ph);
     return ret;

@@ -47,6 +47,8 @@ typedef struct VHDXDiffState {
      * image is then open without a parent.
      */
     char *chain_error;
+    /* The parent checked and the chain above walked without a loop */
+    bool chain_ok;
     /*
      * Sector bitmap cache: one 1 MiB buffer per chunk, read on first
      * use.  NULL while not loaded.
