@@ -400,7 +400,10 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
     if (!backing_file || !*backing_file) {
         qemu_co_mutex_lock(&s->lock);
         first = vhdx_hold_data_write_guid(s);
-        ret = vhdx_diff_co_remove_parent(bs, s);
+        ret = vhdx_diff_co_commit(bs, s);
+        if (ret >= 0) {
+            ret = vhdx_diff_co_remove_parent(bs, s);
+        }
         s->first_visible_write = first;
         qemu_co_mutex_unlock(&s->lock);
         if (ret < 0) {
@@ -435,7 +438,10 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
 
     qemu_co_mutex_lock(&s->lock);
     first = vhdx_hold_data_write_guid(s);
-    ret = vhdx_write_locator(bs, s, item, len);
+    ret = vhdx_diff_co_commit(bs, s);
+    if (ret >= 0) {
+        ret = vhdx_write_locator(bs, s, item, len);
+    }
     s->first_visible_write = first;
     qemu_co_mutex_unlock(&s->lock);
     if (ret < 0) {
@@ -487,8 +493,8 @@ vhdx_diff_co_make_empty(BlockDriverState *bs)
      */
     qemu_co_mutex_lock(&s->lock);
     first = vhdx_hold_data_write_guid(s);
-    ret = 0;
-    for (i = 0; i < s->bat_entries; i++) {
+    ret = vhdx_diff_co_commit(bs, s);
+    for (i = 0; ret >= 0 && i < s->bat_entries; i++) {
         if (!vhdx_bat_index_is_sb(s, i)) {
             s->bat[i] = PAYLOAD_BLOCK_NOT_PRESENT;
         }

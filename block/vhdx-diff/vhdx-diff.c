@@ -16,6 +16,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qemu/bitmap.h"
 #include "qemu/cutils.h"
 #include "qemu/memalign.h"
 #include "qobject/qdict.h"
@@ -446,6 +447,23 @@ static int vhdx_diff_check_loop(BlockDriverState *bs, const char *parent,
 }
 
 /*
+ * Opened as the parent of a differencing image whose loop check walked
+ * the whole chain above it, this image included?  Then there is no need
+ * to walk again: a chain of depth n is walked once, not n times.
+ */
+static bool vhdx_diff_child_walked(BlockDriverState *bs)
+{
+    BlockDriverState *child = bs->inherits_from;
+    BDRVVHDXState *cs;
+
+    if (!child || child->drv != bs->drv || !child->opaque) {
+        return false;
+    }
+    cs = child->opaque;
+    return cs->diff && cs->diff->chain_ok;
+}
+
+/*
  * Check the parent is the image this child was made from, and that the
  * chain above it does not come back to this child.
  */
@@ -494,8 +512,12 @@ vhdx_diff_check_parent(BlockDriverState *bs, BDRVVHDXState *s,
         error_setg(errp, "Parent '%s' has virtual size %" PRIu64
                    ", differencing image '%s' has %" PRIu64, parent,
                    ph.virtual_size, bs->filename, s->virtual_disk_size);
+    } else if (vhdx_diff_child_walked(bs)) {
+        ret = 0;
+        s->diff->chain_ok = true;
     } else {
         ret = vhdx_diff_check_loop(bs, parent, &ph, errp);
+        s->diff->chain_ok = ret == 0;
     }
     vhdx_peek_clear(&ph);
     return ret;
@@ -537,6 +559,11 @@ vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
                                      (uint64_t)s->block_size *
                                      s->chunk_ratio);
     s->diff->sb_cache = g_new0(uint8_t *, s->diff->sb_count);
+    s->diff->bat_pieces = DIV_ROUND_UP((uint64_t)s->bat_entries *
+                                       sizeof(uint64_t), VHDX_DIFF_PIECE);
+    s->diff->bat_dirty = bitmap_new(s->diff->bat_pieces);
+    s->diff->sb_pieces = s->diff->sb_count * VHDX_DIFF_SB_PIECES;
+    s->diff->sb_dirty = bitmap_new(s->diff->sb_pieces);
 
     ret = vhdx_diff_read_locator(bs, s, &s->diff->locator, &local_err);
     if (ret < 0) {
@@ -586,6 +613,8 @@ void vhdx_diff_close(BDRVVHDXState *s)
         qemu_vfree(s->diff->sb_cache[i]);
     }
     g_free(s->diff->sb_cache);
+    g_free(s->diff->bat_dirty);
+    g_free(s->diff->sb_dirty);
     vhdx_parent_locator_free(s->diff->locator);
     g_free(s->diff->parent_path);
     g_free(s->diff->chain_error);

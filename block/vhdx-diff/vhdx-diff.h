@@ -47,13 +47,31 @@ typedef struct VHDXDiffState {
      * image is then open without a parent.
      */
     char *chain_error;
+    /* The parent checked and the chain above walked without a loop */
+    bool chain_ok;
     /*
      * Sector bitmap cache: one 1 MiB buffer per chunk, read on first
      * use.  NULL while not loaded.
      */
     uint8_t **sb_cache;
     uint64_t sb_count;
+    /*
+     * Metadata changed in memory, not yet logged (write.c): one bit per
+     * VHDX_DIFF_PIECE bytes of the BAT and of every chunk's bitmap
+     * block; @dirty counts the bits set.
+     */
+    unsigned long *bat_dirty;
+    uint64_t bat_pieces;
+    unsigned long *sb_dirty;
+    uint64_t sb_pieces;
+    uint64_t dirty;
 } VHDXDiffState;
+
+/* Granularity of dirty metadata, and limits of a commit (write.c) */
+#define VHDX_DIFF_PIECE          4096
+#define VHDX_DIFF_SB_PIECES      (VHDX_SB_BLOCK_SIZE / VHDX_DIFF_PIECE)
+#define VHDX_DIFF_DIRTY_MAX      64     /* pieces dirty before a commit */
+#define VHDX_DIFF_COMMIT_PIECES  64     /* pieces in one log entry */
 
 /* parent-locator.c */
 VHDXParentLocator *vhdx_parent_locator_parse(const uint8_t *buf, size_t len,
@@ -134,6 +152,10 @@ vhdx_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
                     QEMUIOVector *qiov, int flags);
+
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s);
+int coroutine_fn GRAPH_RDLOCK vhdx_diff_co_flush(BlockDriverState *bs);
 
 /* relink.c */
 int coroutine_fn GRAPH_RDLOCK

@@ -17,11 +17,25 @@
  *   UNMAPPED           block is zero-filled and FULLY_PRESENT, so that no
  *                      sector can fall back to the parent.
  *
- * Metadata (BAT entries and bitmap bytes) goes through the VHDX log.
- * Order for a new block: data, flush, BAT entry (log), bitmap (log).  A
- * crash after the BAT entry leaves a PARTIALLY_PRESENT block without any
- * bit set, which reads as the parent, i.e. as before the write; bits are
- * never set on a block that is not allocated yet.
+ * Metadata (BAT entries and bitmap bytes) changes in memory and is
+ * marked dirty (per 4 KiB of the BAT or of a bitmap block); it reaches
+ * the file through the VHDX log when the image is flushed (guest flush,
+ * close, reopen) or when more than VHDX_DIFF_DIRTY_MAX pieces are dirty:
+ * a flush of the data, then the BAT pieces, then the bitmap pieces, one
+ * log entry each.  This is qcow2's contract: a write is durable once a
+ * flush returned; a crash at any time leaves a consistent image that
+ * holds every flushed write.  A crash after some BAT pieces leaves
+ * PARTIALLY_PRESENT blocks without bits, which read as the parent; bits
+ * are only logged after the data they describe was flushed (the commit
+ * holds s->lock, and bits are set under it after the data write
+ * returned).
+ *
+ * s->lock is dropped around the data write of a FULLY_PRESENT,
+ * PARTIALLY_PRESENT or newly allocated block: the allocation (BAT entry
+ * PARTIALLY_PRESENT, no bit set) is visible before the data is written,
+ * so concurrent readers see the parent and concurrent writers write into
+ * the same block.  Blocks that read as zeros (ZERO etc.) are converted
+ * under the lock, their BAT entry set after the data was written.
  *
  * Zero writes come here as zero buffers (the driver has no
  * bdrv_co_pwrite_zeroes) and discards are ignored (no bdrv_co_pdiscard):
@@ -29,6 +43,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/bitmap.h"
 #include "qemu/memalign.h"
 #include "block/block-io.h"
 #include "block/block_int.h"
@@ -70,21 +85,121 @@ vhdx_diff_alloc(BlockDriverState *bs, uint64_t size, bool zero,
     return ret;
 }
 
-/* Set BAT entry @idx in memory and on disk, through the log */
-static int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_set_bat(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx,
-                  uint64_t entry)
+/* Mark the 4 KiB piece of the BAT holding entry @idx dirty */
+static void vhdx_diff_dirty_bat(BDRVVHDXState *s, uint64_t idx)
 {
-    uint64_t le = cpu_to_le64(entry);
-    uint64_t old = s->bat[idx];
+    uint64_t piece = idx * sizeof(uint64_t) / VHDX_DIFF_PIECE;
+
+    if (!test_and_set_bit(piece, s->diff->bat_dirty)) {
+        s->diff->dirty++;
+    }
+}
+
+/* Mark bytes [@first, @last] of the bitmap of @chunk dirty */
+static void vhdx_diff_dirty_sb(BDRVVHDXState *s, uint64_t chunk,
+                               uint64_t first, uint64_t last)
+{
+    uint64_t base = chunk * VHDX_DIFF_SB_PIECES;
+    uint64_t p;
+
+    for (p = first / VHDX_DIFF_PIECE; p <= last / VHDX_DIFF_PIECE; p++) {
+        if (!test_and_set_bit(base + p, s->diff->sb_dirty)) {
+            s->diff->dirty++;
+        }
+    }
+}
+
+/* Set BAT entry @idx in memory; the log gets it at the next commit */
+static void vhdx_diff_set_bat(BDRVVHDXState *s, uint64_t idx, uint64_t entry)
+{
+    s->bat[idx] = entry;
+    vhdx_diff_dirty_bat(s, idx);
+}
+
+/*
+ * Write the dirty metadata through the log (see the top of this file).
+ * Called with s->lock held.
+ */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s)
+{
+    VHDXDiffState *d = s->diff;
+    const uint64_t per_piece = VHDX_DIFF_PIECE / sizeof(uint64_t);
+    g_autofree uint64_t *le = NULL;
+    uint64_t start, end, i;
     int ret;
 
-    s->bat[idx] = entry;
-    ret = vhdx_log_write_and_flush(bs, s, &le, sizeof(le),
-                                   s->bat_offset + idx * sizeof(le));
-    if (ret < 0) {
-        s->bat[idx] = old;
+    if (!d || !d->dirty) {
+        return 0;
     }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        return ret;
+    }
+
+    le = g_new(uint64_t, per_piece * VHDX_DIFF_COMMIT_PIECES);
+    for (start = find_first_bit(d->bat_dirty, d->bat_pieces);
+         start < d->bat_pieces;
+         start = find_next_bit(d->bat_dirty, d->bat_pieces, end)) {
+        uint64_t first, count;
+
+        end = find_next_zero_bit(d->bat_dirty, d->bat_pieces, start);
+        end = MIN(end, start + VHDX_DIFF_COMMIT_PIECES);
+        first = start * per_piece;
+        count = MIN(end * per_piece, s->bat_rt.length / sizeof(uint64_t)) -
+                first;
+        for (i = 0; i < count; i++) {
+            /* entries past bat_entries were never converted from LE */
+            le[i] = first + i < s->bat_entries ?
+                    cpu_to_le64(s->bat[first + i]) : s->bat[first + i];
+        }
+        ret = vhdx_log_write_and_flush(bs, s, le, count * sizeof(uint64_t),
+                                       s->bat_offset +
+                                       first * sizeof(uint64_t));
+        if (ret < 0) {
+            return ret;
+        }
+        bitmap_clear(d->bat_dirty, start, end - start);
+        d->dirty -= end - start;
+    }
+
+    for (start = find_first_bit(d->sb_dirty, d->sb_pieces);
+         start < d->sb_pieces;
+         start = find_next_bit(d->sb_dirty, d->sb_pieces, end)) {
+        uint64_t chunk = start / VHDX_DIFF_SB_PIECES;
+        uint64_t in_sb = (start % VHDX_DIFF_SB_PIECES) * VHDX_DIFF_PIECE;
+        uint64_t sb_off;
+
+        end = find_next_zero_bit(d->sb_dirty, d->sb_pieces, start);
+        end = MIN(end, MIN(start + VHDX_DIFF_COMMIT_PIECES,
+                           (chunk + 1) * VHDX_DIFF_SB_PIECES));
+        sb_off = s->bat[vhdx_sb_bat_index(s, chunk)] & VHDX_BAT_FILE_OFF_MASK;
+        if (!d->sb_cache[chunk] || !sb_off) {
+            return -EIO;
+        }
+        ret = vhdx_log_write_and_flush(bs, s, d->sb_cache[chunk] + in_sb,
+                                       (end - start) * VHDX_DIFF_PIECE,
+                                       sb_off + in_sb);
+        if (ret < 0) {
+            return ret;
+        }
+        bitmap_clear(d->sb_dirty, start, end - start);
+        d->dirty -= end - start;
+    }
+    return 0;
+}
+
+int coroutine_fn GRAPH_RDLOCK vhdx_diff_co_flush(BlockDriverState *bs)
+{
+    BDRVVHDXState *s = bs->opaque;
+    int ret;
+
+    if (!s->diff) {
+        return 0;
+    }
+    qemu_co_mutex_lock(&s->lock);
+    ret = vhdx_diff_co_commit(bs, s);
+    qemu_co_mutex_unlock(&s->lock);
     return ret;
 }
 
@@ -111,7 +226,7 @@ vhdx_diff_ensure_sb(BlockDriverState *bs, BDRVVHDXState *s, uint64_t blk)
     /* A stale bit would show garbage instead of the parent: zero it */
     ret = vhdx_diff_alloc(bs, VHDX_SB_BLOCK_SIZE, true, &offset);
     if (ret == 0) {
-        ret = vhdx_diff_set_bat(bs, s, idx, offset | SB_BLOCK_PRESENT);
+        vhdx_diff_set_bat(s, idx, offset | SB_BLOCK_PRESENT);
     }
     if (ret < 0) {
         qemu_vfree(buf);
@@ -124,7 +239,7 @@ vhdx_diff_ensure_sb(BlockDriverState *bs, BDRVVHDXState *s, uint64_t blk)
 
 /*
  * Set the bitmap bits of @nb_sectors sectors from @sector_num (inside
- * one block), logging the bitmap bytes that change.
+ * one block) in memory, marking the bytes that change dirty.
  */
 static int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_set_bits(BlockDriverState *bs, BDRVVHDXState *s,
@@ -134,7 +249,6 @@ vhdx_diff_set_bits(BlockDriverState *bs, BDRVVHDXState *s,
     uint64_t chunk = blk >> s->chunk_ratio_bits;
     uint64_t first = sector_num & (VHDX_MAX_SECTORS_PER_BLOCK - 1);
     uint64_t last = first + nb_sectors - 1;
-    uint64_t sb_offset;
     uint8_t *bitmap;
     bool changed = false;
     uint64_t c;
@@ -150,18 +264,22 @@ vhdx_diff_set_bits(BlockDriverState *bs, BDRVVHDXState *s,
             changed = true;
         }
     }
-    if (!changed) {
-        return 0;
+    if (changed) {
+        vhdx_diff_dirty_sb(s, chunk, first >> 3, last >> 3);
     }
-    sb_offset = s->bat[vhdx_sb_bat_index(s, chunk)] & VHDX_BAT_FILE_OFF_MASK;
-    ret = vhdx_log_write_and_flush(bs, s, bitmap + (first >> 3),
-                                   (last >> 3) - (first >> 3) + 1,
-                                   sb_offset + (first >> 3));
-    if (ret < 0) {
-        /* Forget the cache: the next access rereads the disk */
-        qemu_vfree(s->diff->sb_cache[chunk]);
-        s->diff->sb_cache[chunk] = NULL;
-    }
+    return 0;
+}
+
+/* Write data with s->lock dropped */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_write_unlocked(BlockDriverState *bs, BDRVVHDXState *s,
+                         uint64_t offset, uint64_t bytes, QEMUIOVector *qiov)
+{
+    int ret;
+
+    qemu_co_mutex_unlock(&s->lock);
+    ret = bdrv_co_pwritev(bs->file, offset, bytes, qiov, 0);
+    qemu_co_mutex_lock(&s->lock);
     return ret;
 }
 
@@ -184,10 +302,10 @@ vhdx_diff_write_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx,
 
     switch (state) {
     case PAYLOAD_BLOCK_FULLY_PRESENT:
-        return bdrv_co_pwritev(bs->file, offset + in_blk, bytes, qiov, 0);
+        return vhdx_diff_write_unlocked(bs, s, offset + in_blk, bytes, qiov);
 
     case PAYLOAD_BLOCK_PARTIALLY_PRESENT:
-        ret = bdrv_co_pwritev(bs->file, offset + in_blk, bytes, qiov, 0);
+        ret = vhdx_diff_write_unlocked(bs, s, offset + in_blk, bytes, qiov);
         if (ret < 0) {
             return ret;
         }
@@ -202,12 +320,9 @@ vhdx_diff_write_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx,
         if (ret < 0) {
             return ret;
         }
-        ret = bdrv_co_pwritev(bs->file, offset + in_blk, bytes, qiov, 0);
-        if (ret < 0) {
-            return ret;
-        }
-        ret = vhdx_diff_set_bat(bs, s, idx,
-                                offset | PAYLOAD_BLOCK_PARTIALLY_PRESENT);
+        /* Allocated, no bit set: reads still see the parent */
+        vhdx_diff_set_bat(s, idx, offset | PAYLOAD_BLOCK_PARTIALLY_PRESENT);
+        ret = vhdx_diff_write_unlocked(bs, s, offset + in_blk, bytes, qiov);
         if (ret < 0) {
             return ret;
         }
@@ -217,6 +332,7 @@ vhdx_diff_write_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx,
     case PAYLOAD_BLOCK_UNDEFINED:
     case PAYLOAD_BLOCK_UNMAPPED:
     case PAYLOAD_BLOCK_UNMAPPED_v095:
+        /* Under the lock: the entry may only change once data is there */
         ret = vhdx_diff_alloc(bs, s->block_size, true, &offset);
         if (ret < 0) {
             return ret;
@@ -225,8 +341,8 @@ vhdx_diff_write_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx,
         if (ret < 0) {
             return ret;
         }
-        return vhdx_diff_set_bat(bs, s, idx,
-                                 offset | PAYLOAD_BLOCK_FULLY_PRESENT);
+        vhdx_diff_set_bat(s, idx, offset | PAYLOAD_BLOCK_FULLY_PRESENT);
+        return 0;
 
     default:
         return -EIO;
@@ -243,10 +359,7 @@ vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
     int ret;
 
     qemu_iovec_init(&hd_qiov, qiov->niov);
-    /*
-     * The lock is held for the whole request: allocation appends at the
-     * end of the file and bitmap bytes are shared between blocks.
-     */
+    /* Held except around data writes (see vhdx_diff_write_block()) */
     qemu_co_mutex_lock(&s->lock);
 
     ret = vhdx_user_visible_write(bs, s);
@@ -269,6 +382,9 @@ vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
         nb_sectors -= n;
         sector_num += n;
         bytes_done += bytes;
+    }
+    if (ret >= 0 && s->diff->dirty > VHDX_DIFF_DIRTY_MAX) {
+        ret = vhdx_diff_co_commit(bs, s);
     }
 
     qemu_co_mutex_unlock(&s->lock);

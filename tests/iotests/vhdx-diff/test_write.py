@@ -196,13 +196,56 @@ def test_crash(tmp):
          f'{len(bad)} bad sectors, first {bad[:5]}')
 
 
+def test_crash_after_flush(tmp):
+    """Metadata is logged on flush: flushed writes survive a SIGKILL"""
+    base = os.path.join(tmp, 'fbase.vhdx')
+    child = os.path.join(tmp, 'fchild.avhdx')
+    create(base, block_size='8M')
+    apply(base, Model(), [(0, SIZE, 0x5a)])
+    create(child, 'fbase.vhdx', block_size='1M')
+    flushed = [(0, 4096, 0x61), (3 * MiB + 512, 1 * MiB, 0x62),
+               (9 * MiB, 512, 0x63)]
+    unflushed = [(20 * MiB, 4096, 0x71), (3 * MiB, 512, 0x72)]
+    cmds = []
+    for off, length, pat in flushed:
+        cmds += ['-c', f'write -P {pat} {off} {length}']
+    cmds += ['-c', 'flush']
+    for off, length, pat in unflushed:
+        cmds += ['-c', f'write -P {pat} {off} {length}']
+    cmds += ['-c', 'sleep 20000']
+    p = subprocess.Popen([QEMU_IO, '-f', 'vhdx', *cmds, child],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+    # Wait until the last write is done, then kill during the sleep
+    seen = 0
+    for line in p.stdout:
+        if line.startswith('wrote'):
+            seen += 1
+        if seen == len(flushed) + len(unflushed):
+            break
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    r = qemu_img('check', '-r', 'all', child)
+    t.ok(r.returncode == 0, 'check after SIGKILL following a flush',
+         r.stdout + r.stderr)
+    got = contents(child, tmp)
+    bad = [off for off, length, pat in flushed
+           if got[off:off + length] != bytes([pat]) * length]
+    t.ok(not bad, 'every write made before the flush survives', bad)
+    bad = [off for off, length, pat in unflushed
+           if got[off:off + length] not in (bytes([pat]) * length,
+                                            bytes([0x5a]) * length)]
+    t.ok(not bad, 'later writes read as written or as the parent', bad)
+
+
 def main():
     need_tools()
-    t.plan(9)
+    t.plan(12)
     with tempfile.TemporaryDirectory(prefix='vhdx-write-') as tmp:
         base, mid, top, mtop = test_layers(tmp)
         test_vhdimount(tmp, top, mtop)
         test_crash(tmp)
+        test_crash_after_flush(tmp)
     return 1 if t.failed else 0
 
 
