@@ -42,41 +42,21 @@ static const MSGUID vhdx_parent_locator_item = {
 static int vhdx_read_data_write_guid(const char *path, MSGUID *guid,
                                      Error **errp)
 {
-    static const uint64_t offsets[] = { VHDX_HEADER1_OFFSET,
-                                        VHDX_HEADER2_OFFSET };
-    g_autofree uint8_t *buf = g_malloc(VHDX_HEADER_SIZE);
-    uint64_t best_seq = 0;
-    bool found = false;
+    VHDXHeader header;
+    bool found;
     int fd;
-    int i;
 
     fd = qemu_open(path, O_RDONLY, errp);
     if (fd < 0) {
         return -errno;
     }
-    for (i = 0; i < ARRAY_SIZE(offsets); i++) {
-        VHDXHeader h;
-
-        if (pread(fd, buf, VHDX_HEADER_SIZE, offsets[i]) != VHDX_HEADER_SIZE ||
-            !vhdx_checksum_is_valid(buf, VHDX_HEADER_SIZE, 4)) {
-            continue;
-        }
-        memcpy(&h, buf, sizeof(h));
-        vhdx_header_le_import(&h);
-        if (h.signature != VHDX_HEADER_SIGNATURE || h.version != 1) {
-            continue;
-        }
-        if (!found || h.sequence_number > best_seq) {
-            best_seq = h.sequence_number;
-            *guid = h.data_write_guid;
-            found = true;
-        }
-    }
+    found = vhdx_diff_read_current_header(fd, &header);
     qemu_close(fd);
     if (!found) {
         error_setg(errp, "'%s' has no valid VHDX header", path);
         return -EINVAL;
     }
+    *guid = header.data_write_guid;
     return 0;
 }
 

@@ -213,6 +213,40 @@ static bool vhdx_peek_read(int fd, uint64_t offset, void *buf, size_t len)
 }
 
 /*
+ * The current header of the VHDX file open as @fd: of the two headers
+ * with a valid checksum, signature and version, the one with the higher
+ * sequence number.  Plain preads, for files that are not open as a
+ * BlockDriverState.  Returns false when neither header is valid.
+ */
+bool vhdx_diff_read_current_header(int fd, VHDXHeader *current)
+{
+    static const uint64_t offsets[] = { VHDX_HEADER1_OFFSET,
+                                        VHDX_HEADER2_OFFSET };
+    g_autofree uint8_t *buf = g_malloc(VHDX_HEADER_SIZE);
+    bool found = false;
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(offsets); i++) {
+        VHDXHeader h;
+
+        if (!vhdx_peek_read(fd, offsets[i], buf, VHDX_HEADER_SIZE) ||
+            !vhdx_checksum_is_valid(buf, VHDX_HEADER_SIZE, 4)) {
+            continue;
+        }
+        memcpy(&h, buf, sizeof(h));
+        vhdx_header_le_import(&h);
+        if (h.signature != VHDX_HEADER_SIGNATURE || h.version != 1) {
+            continue;
+        }
+        if (!found || h.sequence_number > current->sequence_number) {
+            *current = h;
+            found = true;
+        }
+    }
+    return found;
+}
+
+/*
  * Read the current header, the metadata items the chain checks use and
  * the Parent Locator of the local VHDX file @path with plain preads:
  * much cheaper than opening it (no BAT, no log), which matters because
@@ -222,13 +256,12 @@ static bool vhdx_peek_read(int fd, uint64_t offset, void *buf, size_t len)
  */
 static int vhdx_diff_peek(const char *path, VHDXPeek *p, Error **errp)
 {
-    static const uint64_t hdr_offsets[] = { VHDX_HEADER1_OFFSET,
-                                            VHDX_HEADER2_OFFSET };
     g_autofree uint8_t *buf = g_malloc(VHDX_METADATA_TABLE_MAX_SIZE);
-    uint64_t sig, best_seq = 0, md_off = 0, md_len = 0;
+    VHDXHeader header;
+    uint64_t sig, md_off = 0, md_len = 0;
     uint32_t count, i, fp_data_bits = 0;
     uint32_t loc_off = 0, loc_len = 0;
-    bool have_header = false, have_fp = false, have_vs = false;
+    bool have_fp = false, have_vs = false;
     bool have_lss = false;
     int fd;
     int ret = -EINVAL;
@@ -243,28 +276,11 @@ static int vhdx_diff_peek(const char *path, VHDXPeek *p, Error **errp)
         error_setg(errp, "'%s' is not a VHDX image", path);
         goto out;
     }
-    for (i = 0; i < ARRAY_SIZE(hdr_offsets); i++) {
-        VHDXHeader h;
-
-        if (!vhdx_peek_read(fd, hdr_offsets[i], buf, VHDX_HEADER_SIZE) ||
-            !vhdx_checksum_is_valid(buf, VHDX_HEADER_SIZE, 4)) {
-            continue;
-        }
-        memcpy(&h, buf, sizeof(h));
-        vhdx_header_le_import(&h);
-        if (h.signature != VHDX_HEADER_SIGNATURE || h.version != 1) {
-            continue;
-        }
-        if (!have_header || h.sequence_number > best_seq) {
-            best_seq = h.sequence_number;
-            p->data_write_guid = h.data_write_guid;
-            have_header = true;
-        }
-    }
-    if (!have_header) {
+    if (!vhdx_diff_read_current_header(fd, &header)) {
         error_setg(errp, "'%s' has no valid VHDX header", path);
         goto out;
     }
+    p->data_write_guid = header.data_write_guid;
 
     /* Region table: the metadata region */
     if (!vhdx_peek_read(fd, VHDX_REGION_TABLE_OFFSET, buf,

@@ -120,6 +120,7 @@ int GRAPH_RDLOCK
 vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
                int flags, Error **errp);
 void vhdx_diff_close(BDRVVHDXState *s);
+bool vhdx_diff_read_current_header(int fd, VHDXHeader *current);
 
 /* check.c */
 int coroutine_fn GRAPH_RDLOCK
