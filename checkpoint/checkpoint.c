@@ -181,12 +181,9 @@ bool checkpoint_init_from_cmdline(Error **errp)
         }
         ckpt.type = t;
     }
+    /* Without dir, checkpoint-set-parameters can name the store later */
     dir = qemu_opt_get(opts, "dir");
-    if (!dir) {
-        error_setg(errp, "-checkpoints needs dir=DIR");
-        return false;
-    }
-    return set_store(dir, errp);
+    return !dir || set_store(dir, errp);
 }
 
 void qmp_checkpoint_set_parameters(const char *dir, bool has_type,
