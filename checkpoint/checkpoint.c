@@ -46,13 +46,42 @@ static struct {
     .type = CHECKPOINT_DEFAULT_TYPE_PRODUCTION,
 };
 
-/* The name a disk has in the manifest */
-static char *disk_device_name(BlockBackend *blk)
+const char *checkpoint_store_dir(void)
+{
+    return ckpt.dir;
+}
+
+CheckpointDefaultType checkpoint_default_type(void)
+{
+    return ckpt.type;
+}
+
+const char *checkpoint_image_filename(BlockDriverState *bs)
+{
+    if (bs->file && bs->file->bs) {
+        return bs->file->bs->filename;
+    }
+    return bs->filename;
+}
+
+char *checkpoint_disk_name(BlockBackend *blk)
 {
     if (*blk_name(blk)) {
         return g_strdup(blk_name(blk));
     }
     return blk_get_attached_dev_id(blk);
+}
+
+/* Do @a and @b name the same file? */
+static bool same_file(const char *a, const char *b)
+{
+    g_autofree char *ra = realpath(a, NULL);
+    g_autofree char *rb = realpath(b, NULL);
+
+    if (ra && rb) {
+        return !strcmp(ra, rb);
+    }
+    return !strcmp(a, b);
 }
 
 /* Does every writable disk of the VM use the image the manifest says? */
@@ -78,18 +107,18 @@ static bool check_disks(const char *dir, CheckpointManifest *m,
         if (!blk_get_attached_dev(blk) || !bs || !blk_is_writable(blk)) {
             continue;
         }
-        dev = disk_device_name(blk);
+        dev = checkpoint_disk_name(blk);
         d = g_hash_table_lookup(active, dev);
         if (!d) {
             error_setg(errp, "Checkpoint store '%s' does not know disk '%s'"
                        " ('%s'): its checkpoints would not include it",
-                       dir, dev, bs->filename);
+                       dir, dev, checkpoint_image_filename(bs));
             return false;
         }
-        if (strcmp(d->filename, bs->filename)) {
+        if (!same_file(d->filename, checkpoint_image_filename(bs))) {
             error_setg(errp, "Checkpoint store '%s' expects disk '%s' to"
                        " use '%s', but it uses '%s'", dir, dev,
-                       d->filename, bs->filename);
+                       d->filename, checkpoint_image_filename(bs));
             return false;
         }
         g_hash_table_remove(active, dev);
@@ -212,8 +241,8 @@ static BlockDriverState *find_image(const char *filename)
     BlockDriverState *bs = NULL;
 
     while ((bs = bdrv_next_all_states(bs))) {
-        if (bs->drv && !strcmp(bs->filename, filename) &&
-            strcmp(bs->drv->format_name, "file")) {
+        if (bs->drv && bs->drv->is_format &&
+            same_file(checkpoint_image_filename(bs), filename)) {
             return bs;
         }
     }
@@ -340,4 +369,67 @@ void qmp_checkpoint_rename(const char *checkpoint, const char *name,
         return;
     }
     g_free(old);
+}
+
+static CheckpointManifestEntry *entry_by_id(const char *id)
+{
+    CheckpointManifestEntryList *l;
+
+    for (l = ckpt.manifest->checkpoints; l; l = l->next) {
+        if (!strcmp(l->value->id, id)) {
+            return l->value;
+        }
+    }
+    return NULL;
+}
+
+bool checkpoint_store_add(CheckpointManifestEntry *e,
+                          CheckpointManifestDiskList *active, Error **errp)
+{
+    CheckpointManifestEntryList **tail = &ckpt.manifest->checkpoints;
+
+    while (*tail) {
+        tail = &(*tail)->next;
+    }
+    e->parent = g_strdup(ckpt.manifest->current);
+    QAPI_LIST_APPEND(tail, e);
+    g_free(ckpt.manifest->current);
+    ckpt.manifest->current = g_strdup(e->id);
+    qapi_free_CheckpointManifestDiskList(ckpt.manifest->active);
+    ckpt.manifest->active = active;
+    return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}
+
+bool checkpoint_store_set_state(const char *id, CheckpointState state,
+                                Error **errp)
+{
+    CheckpointManifestEntry *e = entry_by_id(id);
+
+    if (!e) {
+        error_setg(errp, "Checkpoint %s is no longer in the tree", id);
+        return false;
+    }
+    e->state = state;
+    return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}
+
+bool checkpoint_store_drop(const char *id, Error **errp)
+{
+    CheckpointManifestEntryList **p = &ckpt.manifest->checkpoints;
+
+    while (*p && strcmp((*p)->value->id, id)) {
+        p = &(*p)->next;
+    }
+    if (*p) {
+        CheckpointManifestEntryList *l = *p;
+
+        if (!g_strcmp0(ckpt.manifest->current, id)) {
+            g_free(ckpt.manifest->current);
+            ckpt.manifest->current = g_strdup(l->value->parent);
+        }
+        *p = l->next;
+        l->next = NULL;
+        qapi_free_CheckpointManifestEntryList(l);
+    }
+    return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
 }

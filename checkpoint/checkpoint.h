@@ -15,6 +15,7 @@
 
 #include "qemu/option.h"
 #include "qapi/qapi-types-checkpoint.h"
+#include "system/block-backend.h"
 
 /* -checkpoints dir=DIR[,type=...] */
 extern QemuOptsList qemu_checkpoints_opts;
@@ -24,6 +25,44 @@ extern QemuOptsList qemu_checkpoints_opts;
  * created (the store's disks are checked against the VM's).
  */
 bool checkpoint_init_from_cmdline(Error **errp);
+
+/* checkpoint.c: the VM's store */
+
+/* The store folder, or NULL while none is set */
+const char *checkpoint_store_dir(void);
+CheckpointDefaultType checkpoint_default_type(void);
+
+/*
+ * The file name of image node @bs (its protocol child's: a format node
+ * whose backing was set at run time gets a "json:" filename)
+ */
+const char *checkpoint_image_filename(BlockDriverState *bs);
+
+/* The name a disk has in the manifest */
+char *checkpoint_disk_name(BlockBackend *blk);
+
+/*
+ * Add @e (taken over) to the tree under the current checkpoint, make
+ * it current and @active (taken over) the disks' active images; save.
+ * On a save error the tree in memory is changed all the same.
+ */
+bool checkpoint_store_add(CheckpointManifestEntry *e,
+                          CheckpointManifestDiskList *active, Error **errp);
+
+/* Set the state of checkpoint @id and save */
+bool checkpoint_store_set_state(const char *id, CheckpointState state,
+                                Error **errp);
+
+/*
+ * Remove the leaf checkpoint @id from the tree (its parent becomes
+ * current if it was) and save.
+ */
+bool checkpoint_store_drop(const char *id, Error **errp);
+
+/* create.c */
+
+/* Is a checkpoint being created? */
+bool checkpoint_create_busy(void);
 
 /* store.c: the manifest */
 

@@ -211,6 +211,20 @@ static QDict *find_checkpoint(QList *list, const char *id)
     return NULL;
 }
 
+static QDict *find_disk(QList *list, const char *device)
+{
+    const QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(d, "device"), device)) {
+            return d;
+        }
+    }
+    g_assert_not_reached();
+}
+
 static const char *name_of(QTestState *qts, const char *id)
 {
     static char name[256];
@@ -486,6 +500,150 @@ static void test_disk_mismatch(void)
     qtest_quit(qts);
 }
 
+/* Create a checkpoint and wait until it is ready; returns its id */
+static char *create_and_wait(QTestState *qts, const char *name)
+{
+    QDict *rsp, *ev;
+    char *id;
+
+    if (name) {
+        rsp = qtest_qmp_assert_success_ref(qts,
+                  "{'execute': 'checkpoint-create',"
+                  " 'arguments': {'name': %s, 'type': 'standard'}}", name);
+    } else {
+        rsp = qtest_qmp_assert_success_ref(qts,
+                  "{'execute': 'checkpoint-create'}");
+    }
+    id = g_strdup(qdict_get_str(rsp, "id"));
+    qobject_unref(rsp);
+    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
+                    id);
+    qobject_unref(ev);
+    return id;
+}
+
+static char *disk_args(const char *qcow2, const char *vhdx)
+{
+    return g_strdup_printf(
+        "-m 64M"
+        " -drive if=none,id=d0,file=%s,format=qcow2"
+        " -device virtio-blk-device,drive=d0"
+        " -drive if=none,id=d1,file=%s,format=vhdx"
+        " -device virtio-blk-device,drive=d1", qcow2, vhdx);
+}
+
+static void test_create(void)
+{
+    g_autofree char *dir = tmp_path("create-store");
+    g_autofree char *qcow2 = tmp_path("c0.qcow2");
+    g_autofree char *vhdx = tmp_path("c1.vhdx");
+    g_autofree char *args = NULL, *args2 = NULL, *err = NULL, *out = NULL;
+    g_autofree char *a = NULL, *b = NULL, *child0 = NULL, *child1 = NULL;
+    g_autofree char *bchild0 = NULL, *bchild1 = NULL;
+    QTestState *qts;
+    QDict *rsp, *c, *d;
+    QList *list, *disks;
+
+    g_assert(mkimg(qcow2, "qcow2", 16));
+    g_assert(mkimg(vhdx, "vhdx", 16));
+    args = g_strdup_printf("%s -checkpoints dir=%s",
+                           disk_args(qcow2, vhdx), dir);
+    qts = vm_start(args);
+
+    /* Refusals change nothing */
+    err = qmp_error(qts, "{'execute': 'checkpoint-create'}");
+    assert_contains(err, "Production checkpoints are not implemented yet");
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-create',"
+                    " 'arguments': {'type': 'standard', 'name': ''}}");
+    assert_contains(err, "must not be empty");
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-create',"
+                    " 'arguments': {'type': 'disabled'}}");
+    assert_contains(err, "Checkpoints are disabled");
+    g_clear_pointer(&err, g_free);
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    g_assert(qlist_empty(qdict_get_qlist(rsp, "return")));
+    qobject_unref(rsp);
+
+    /* A, then B with the default name and type */
+    a = create_and_wait(qts, "A");
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'type': 'standard'}}");
+    b = create_and_wait(qts, NULL);
+
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    g_assert_cmpint(qlist_size(list), ==, 2);
+    c = find_checkpoint(list, a);
+    g_assert_cmpstr(qdict_get_str(c, "name"), ==, "A");
+    g_assert_cmpstr(qdict_get_str(c, "state"), ==, "ready");
+    g_assert_cmpstr(qdict_get_str(c, "type"), ==, "standard");
+    g_assert(!qdict_haskey(c, "parent"));
+    g_assert(!qdict_get_bool(c, "current"));
+    g_assert(qdict_get_int(c, "state-file-size") > 0);
+    disks = qdict_get_qlist(c, "disks");
+    g_assert_cmpint(qlist_size(disks), ==, 2);
+    d = find_disk(disks, "d0");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, qcow2);
+    g_assert_cmpstr(qdict_get_str(d, "format"), ==, "qcow2");
+    g_assert_cmpint(qdict_get_int(d, "virtual-size"), ==, 16 * 1024 * 1024);
+    d = find_disk(disks, "d1");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, vhdx);
+    g_assert_cmpstr(qdict_get_str(d, "format"), ==, "vhdx");
+    c = find_checkpoint(list, b);
+    assert_contains(qdict_get_str(c, "name"), "VM - 20");
+    g_assert_cmpstr(qdict_get_str(c, "parent"), ==, a);
+    g_assert(qdict_get_bool(c, "current"));
+    child0 = g_strdup_printf("%s/c0_%s.qcow2", tmpdir, a);
+    child1 = g_strdup_printf("%s/c1_%s.avhdx", tmpdir, a);
+    d = find_disk(qdict_get_qlist(c, "disks"), "d0");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, child0);
+    d = find_disk(qdict_get_qlist(c, "disks"), "d1");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, child1);
+    qobject_unref(rsp);
+
+    out = qtest_hmp(qts, "info checkpoints");
+    assert_contains(out, "\r\n  VM - 20");
+    assert_contains(out, "\r\n    Now\r\n");
+    qtest_quit(qts);
+
+    /* A new QEMU on the active images (B's children) gets the tree */
+    bchild0 = g_strdup_printf("%s/c0_%s.qcow2", tmpdir, b);
+    bchild1 = g_strdup_printf("%s/c1_%s.avhdx", tmpdir, b);
+    g_assert(g_file_test(bchild0, G_FILE_TEST_IS_REGULAR));
+    g_assert(g_file_test(bchild1, G_FILE_TEST_IS_REGULAR));
+    args2 = g_strdup_printf("%s -checkpoints dir=%s",
+                            disk_args(bchild0, bchild1), dir);
+    qts = vm_start(args2);
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    g_assert_cmpint(qlist_size(list), ==, 2);
+    g_assert(qdict_get_bool(find_checkpoint(list, b), "current"));
+    qobject_unref(rsp);
+    qtest_quit(qts);
+
+    /* The old images do not match the store any more */
+    qts = vm_start(disk_args(qcow2, vhdx));
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'dir': %s}}", dir);
+    assert_contains(err, "expects disk 'd0' to use");
+    qtest_quit(qts);
+}
+
+static void test_create_no_store(void)
+{
+    QTestState *qts = vm_start(NULL);
+    g_autofree char *err = NULL;
+
+    err = qmp_error(qts, "{'execute': 'checkpoint-create',"
+                    " 'arguments': {'type': 'standard'}}");
+    assert_contains(err, "No checkpoint store is set");
+    qtest_quit(qts);
+}
+
 int main(int argc, char **argv)
 {
     g_autofree char *rm = NULL;
@@ -507,6 +665,8 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/corrupt-cmdline", test_corrupt_cmdline);
     qtest_add_func("/checkpoint/disk-mismatch", test_disk_mismatch);
     qtest_add_func("/checkpoint/type-only", test_type_only);
+    qtest_add_func("/checkpoint/create", test_create);
+    qtest_add_func("/checkpoint/create-no-store", test_create_no_store);
     ret = g_test_run();
 
     rm = g_strdup_printf("rm -rf %s", tmpdir);
