@@ -1,0 +1,435 @@
+/*
+ * Hyper-V-style checkpoints: settings, query and rename
+ *
+ * Copyright (c) 2026 The Hyper-V checkpoints project
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/cutils.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-checkpoint.h"
+#include "qapi/util.h"
+#include "block/block.h"
+#include "block/block_int-common.h"
+#include "block/block-global-state.h"
+#include "block/graph-lock.h"
+#include "system/block-backend.h"
+#include "hw/qdev-core.h"
+#include "checkpoint.h"
+
+QemuOptsList qemu_checkpoints_opts = {
+    .name = "checkpoints",
+    .merge_lists = true,
+    .head = QTAILQ_HEAD_INITIALIZER(qemu_checkpoints_opts.head),
+    .desc = {
+        {
+            .name = "dir",
+            .type = QEMU_OPT_STRING,
+            .help = "folder of the VM's checkpoint store",
+        }, {
+            .name = "type",
+            .type = QEMU_OPT_STRING,
+            .help = "standard, production, production-only or disabled",
+        },
+        { /* end of list */ }
+    },
+};
+
+/* The VM's checkpoint settings and its loaded store */
+static struct {
+    char *dir;                  /* absolute; NULL while no store is set */
+    CheckpointDefaultType type;
+    CheckpointManifest *manifest;   /* NULL while no store is set */
+} ckpt = {
+    .type = CHECKPOINT_DEFAULT_TYPE_PRODUCTION,
+};
+
+const char *checkpoint_store_dir(void)
+{
+    return ckpt.dir;
+}
+
+CheckpointDefaultType checkpoint_default_type(void)
+{
+    return ckpt.type;
+}
+
+const char *checkpoint_image_filename(BlockDriverState *bs)
+{
+    if (bs->file && bs->file->bs) {
+        return bs->file->bs->filename;
+    }
+    return bs->filename;
+}
+
+char *checkpoint_disk_name(BlockBackend *blk)
+{
+    if (*blk_name(blk)) {
+        return g_strdup(blk_name(blk));
+    }
+    return blk_get_attached_dev_id(blk);
+}
+
+/* Do @a and @b name the same file? */
+static bool same_file(const char *a, const char *b)
+{
+    g_autofree char *ra = realpath(a, NULL);
+    g_autofree char *rb = realpath(b, NULL);
+
+    if (ra && rb) {
+        return !strcmp(ra, rb);
+    }
+    return !strcmp(a, b);
+}
+
+/* Does every writable disk of the VM use the image the manifest says? */
+static bool check_disks(const char *dir, CheckpointManifest *m,
+                        Error **errp)
+{
+    g_autoptr(GHashTable) active = g_hash_table_new(g_str_hash,
+                                                    g_str_equal);
+    CheckpointManifestDiskList *l;
+    BlockBackend *blk;
+
+    if (!m->checkpoints && !m->active) {
+        return true;
+    }
+    for (l = m->active; l; l = l->next) {
+        g_hash_table_insert(active, l->value->device, l->value);
+    }
+    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+        g_autofree char *dev = NULL;
+        CheckpointManifestDisk *d;
+        BlockDriverState *bs = blk_bs(blk);
+
+        if (!blk_get_attached_dev(blk) || !bs || !blk_is_writable(blk)) {
+            continue;
+        }
+        dev = checkpoint_disk_name(blk);
+        d = g_hash_table_lookup(active, dev);
+        if (!d) {
+            error_setg(errp, "Checkpoint store '%s' does not know disk '%s'"
+                       " ('%s'): its checkpoints would not include it",
+                       dir, dev, checkpoint_image_filename(bs));
+            return false;
+        }
+        if (!same_file(d->filename, checkpoint_image_filename(bs))) {
+            error_setg(errp, "Checkpoint store '%s' expects disk '%s' to"
+                       " use '%s', but it uses '%s'", dir, dev,
+                       d->filename, checkpoint_image_filename(bs));
+            return false;
+        }
+        g_hash_table_remove(active, dev);
+    }
+    if (g_hash_table_size(active)) {
+        GHashTableIter iter;
+        CheckpointManifestDisk *d;
+
+        g_hash_table_iter_init(&iter, active);
+        g_hash_table_iter_next(&iter, NULL, (gpointer *)&d);
+        error_setg(errp, "Checkpoint store '%s' has disk '%s' ('%s'),"
+                   " which this VM does not have (or not writable)",
+                   dir, d->device, d->filename);
+        return false;
+    }
+    return true;
+}
+
+/* Open (or create) the store in @dir; replaces the current one */
+static bool set_store(const char *dir, Error **errp)
+{
+    g_autofree char *abs = NULL;
+    CheckpointManifest *m;
+    Error *local_err = NULL;
+
+    if (!*dir) {
+        error_setg(errp, "The checkpoint folder name is empty");
+        return false;
+    }
+    if (g_mkdir_with_parents(dir, 0700) < 0) {
+        error_setg_errno(errp, errno, "Cannot create checkpoint folder '%s'",
+                         dir);
+        return false;
+    }
+    abs = realpath(dir, NULL);
+    if (!abs) {
+        error_setg_errno(errp, errno, "Cannot use checkpoint folder '%s'",
+                         dir);
+        return false;
+    }
+    if (ckpt.dir && !strcmp(abs, ckpt.dir)) {
+        return true;
+    }
+    if (ckpt.manifest && ckpt.manifest->checkpoints) {
+        error_setg(errp, "The VM has checkpoints in '%s'; the checkpoint"
+                   " folder can change only while there are none",
+                   ckpt.dir);
+        return false;
+    }
+    m = checkpoint_manifest_load(abs, errp);
+    if (!m) {
+        return false;
+    }
+    if (phase_check(PHASE_MACHINE_READY) &&
+        !check_disks(abs, m, &local_err)) {
+        error_propagate(errp, local_err);
+        qapi_free_CheckpointManifest(m);
+        return false;
+    }
+    /* Mark the folder as a store, and check that it is writable */
+    if (!checkpoint_manifest_save(abs, m, errp)) {
+        qapi_free_CheckpointManifest(m);
+        return false;
+    }
+    qapi_free_CheckpointManifest(ckpt.manifest);
+    ckpt.manifest = m;
+    g_free(ckpt.dir);
+    ckpt.dir = g_steal_pointer(&abs);
+    return true;
+}
+
+bool checkpoint_init_from_cmdline(Error **errp)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_checkpoints_opts, NULL);
+    const char *dir, *type;
+
+    if (!opts) {
+        return true;
+    }
+    type = qemu_opt_get(opts, "type");
+    if (type) {
+        int t = qapi_enum_parse(&CheckpointDefaultType_lookup, type, -1,
+                                NULL);
+        if (t < 0) {
+            error_setg(errp, "-checkpoints type: '%s' is not one of"
+                       " standard, production, production-only, disabled",
+                       type);
+            return false;
+        }
+        ckpt.type = t;
+    }
+    /* Without dir, checkpoint-set-parameters can name the store later */
+    dir = qemu_opt_get(opts, "dir");
+    return !dir || set_store(dir, errp);
+}
+
+void qmp_checkpoint_set_parameters(const char *dir, bool has_type,
+                                   CheckpointDefaultType type, Error **errp)
+{
+    if (dir && !set_store(dir, errp)) {
+        return;
+    }
+    if (has_type) {
+        ckpt.type = type;
+    }
+}
+
+CheckpointParameters *qmp_query_checkpoint_parameters(Error **errp)
+{
+    CheckpointParameters *p = g_new0(CheckpointParameters, 1);
+
+    p->dir = g_strdup(ckpt.dir);
+    p->type = ckpt.type;
+    return p;
+}
+
+/* The node of an open image file, if any */
+static BlockDriverState *find_image(const char *filename)
+{
+    BlockDriverState *bs = NULL;
+
+    while ((bs = bdrv_next_all_states(bs))) {
+        if (bs->drv && bs->drv->is_format &&
+            same_file(checkpoint_image_filename(bs), filename)) {
+            return bs;
+        }
+    }
+    return NULL;
+}
+
+static CheckpointDiskInfo *disk_info(CheckpointManifestDisk *d)
+{
+    CheckpointDiskInfo *info = g_new0(CheckpointDiskInfo, 1);
+    BlockDriverState *bs;
+    struct stat st;
+
+    info->device = g_strdup(d->device);
+    info->filename = g_strdup(d->filename);
+    info->format = g_strdup(d->format);
+    if (stat(d->filename, &st) == 0) {
+        info->has_disk_size = true;
+        info->disk_size = (int64_t)st.st_blocks * 512;
+    }
+    bs = find_image(d->filename);
+    if (bs) {
+        int64_t len;
+
+        GRAPH_RDLOCK_GUARD_MAINLOOP();
+        len = bdrv_getlength(bs);
+        if (len >= 0) {
+            info->has_virtual_size = true;
+            info->virtual_size = len;
+        }
+    }
+    return info;
+}
+
+CheckpointInfoList *qmp_query_checkpoints(Error **errp)
+{
+    CheckpointInfoList *head = NULL, **tail = &head;
+    CheckpointManifestEntryList *l;
+
+    if (!ckpt.manifest) {
+        return NULL;
+    }
+    for (l = ckpt.manifest->checkpoints; l; l = l->next) {
+        CheckpointManifestEntry *e = l->value;
+        CheckpointInfo *info = g_new0(CheckpointInfo, 1);
+        CheckpointDiskInfoList **dtail = &info->disks;
+        CheckpointManifestDiskList *d;
+
+        info->id = g_strdup(e->id);
+        info->name = g_strdup(e->name);
+        info->type = e->type;
+        info->state = e->state;
+        info->parent = g_strdup(e->parent);
+        info->created = e->created;
+        info->current = !g_strcmp0(ckpt.manifest->current, e->id);
+        for (d = e->disks; d; d = d->next) {
+            QAPI_LIST_APPEND(dtail, disk_info(d->value));
+        }
+        if (e->state_file) {
+            g_autofree char *path = g_build_filename(ckpt.dir,
+                                                     e->state_file, NULL);
+            struct stat st;
+
+            if (stat(path, &st) == 0) {
+                info->has_state_file_size = true;
+                info->state_file_size = (int64_t)st.st_blocks * 512;
+            }
+        }
+        QAPI_LIST_APPEND(tail, info);
+    }
+    return head;
+}
+
+/* The checkpoint with id or (unique) name @key */
+static CheckpointManifestEntry *find_checkpoint(const char *key,
+                                                Error **errp)
+{
+    CheckpointManifestEntry *found = NULL;
+    CheckpointManifestEntryList *l;
+
+    if (!ckpt.manifest) {
+        error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
+                   " or checkpoint-set-parameters)");
+        return NULL;
+    }
+    for (l = ckpt.manifest->checkpoints; l; l = l->next) {
+        if (!strcmp(l->value->id, key)) {
+            return l->value;
+        }
+    }
+    for (l = ckpt.manifest->checkpoints; l; l = l->next) {
+        if (!strcmp(l->value->name, key)) {
+            if (found) {
+                error_setg(errp, "Several checkpoints are named '%s';"
+                           " give the id of the one you mean", key);
+                return NULL;
+            }
+            found = l->value;
+        }
+    }
+    if (!found) {
+        error_setg(errp, "There is no checkpoint with id or name '%s'", key);
+    }
+    return found;
+}
+
+void qmp_checkpoint_rename(const char *checkpoint, const char *name,
+                           Error **errp)
+{
+    CheckpointManifestEntry *e;
+    char *old;
+
+    if (!checkpoint_name_valid(name, errp)) {
+        return;
+    }
+    e = find_checkpoint(checkpoint, errp);
+    if (!e) {
+        return;
+    }
+    old = e->name;
+    e->name = g_strdup(name);
+    if (!checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp)) {
+        g_free(e->name);
+        e->name = old;
+        return;
+    }
+    g_free(old);
+}
+
+static CheckpointManifestEntry *entry_by_id(const char *id)
+{
+    CheckpointManifestEntryList *l;
+
+    for (l = ckpt.manifest->checkpoints; l; l = l->next) {
+        if (!strcmp(l->value->id, id)) {
+            return l->value;
+        }
+    }
+    return NULL;
+}
+
+bool checkpoint_store_add(CheckpointManifestEntry *e,
+                          CheckpointManifestDiskList *active, Error **errp)
+{
+    CheckpointManifestEntryList **tail = &ckpt.manifest->checkpoints;
+
+    while (*tail) {
+        tail = &(*tail)->next;
+    }
+    e->parent = g_strdup(ckpt.manifest->current);
+    QAPI_LIST_APPEND(tail, e);
+    g_free(ckpt.manifest->current);
+    ckpt.manifest->current = g_strdup(e->id);
+    qapi_free_CheckpointManifestDiskList(ckpt.manifest->active);
+    ckpt.manifest->active = active;
+    return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}
+
+bool checkpoint_store_set_state(const char *id, CheckpointState state,
+                                Error **errp)
+{
+    CheckpointManifestEntry *e = entry_by_id(id);
+
+    if (!e) {
+        error_setg(errp, "Checkpoint %s is no longer in the tree", id);
+        return false;
+    }
+    e->state = state;
+    return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}
+
+bool checkpoint_store_drop(const char *id, Error **errp)
+{
+    CheckpointManifestEntryList **p = &ckpt.manifest->checkpoints;
+
+    while (*p && strcmp((*p)->value->id, id)) {
+        p = &(*p)->next;
+    }
+    if (*p) {
+        CheckpointManifestEntryList *l = *p;
+
+        if (!g_strcmp0(ckpt.manifest->current, id)) {
+            g_free(ckpt.manifest->current);
+            ckpt.manifest->current = g_strdup(l->value->parent);
+        }
+        *p = l->next;
+        l->next = NULL;
+        qapi_free_CheckpointManifestEntryList(l);
+    }
+    return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}

@@ -1,0 +1,508 @@
+/*
+ * Hyper-V-style checkpoints: creating a standard checkpoint
+ *
+ * Copyright (c) 2026 The Hyper-V checkpoints project
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Inside one pause of the vCPUs: the memory snapshot begins (device
+ * state captured, RAM write-protected) and every writable disk moves to
+ * a new differencing child; the manifest records the checkpoint as
+ * "creating" before the vCPUs run again.  A job waits for the
+ * background RAM save and marks the checkpoint "ready", or drops it.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/job.h"
+#include "qemu/main-loop.h"
+#include "qemu/uuid.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-checkpoint.h"
+#include "qapi/qapi-commands-transaction.h"
+#include "qapi/qapi-events-checkpoint.h"
+#include "block/block_int-common.h"
+#include "migration/misc.h"
+#include "system/block-backend.h"
+#include "system/runstate.h"
+#include "system/system.h"
+#include "../migration/cow-snapshot/cow-snapshot.h"
+#include "checkpoint.h"
+
+typedef struct CheckpointCreateJob {
+    Job common;
+    bool finished;              /* the memory save has ended */
+    char *error;                /* why it failed */
+} CheckpointCreateJob;
+
+/* State shared by the pause, the engine's callback and the job */
+typedef struct CheckpointCreate {
+    char *id;
+    char *state_dir;
+    CheckpointCreateJob *job;
+    bool recorded;              /* in the manifest, job started */
+    bool abandoned;             /* failed inside the pause */
+    bool saved;                 /* the engine has called back */
+    CowSnapshotStatus status;
+    char *save_error;
+} CheckpointCreate;
+
+/* The create in progress (one at a time) */
+static CheckpointCreate *creating;
+
+bool checkpoint_create_busy(void)
+{
+    return creating != NULL;
+}
+
+static int coroutine_fn checkpoint_create_run(Job *job, Error **errp)
+{
+    CheckpointCreateJob *s = container_of(job, CheckpointCreateJob, common);
+    bool cancel_sent = false;
+
+    job_progress_set_remaining(job, 1);
+    while (!s->finished) {
+        if (job_is_cancelled(job) && !cancel_sent) {
+            cancel_sent = true;
+            cow_snapshot_cancel();
+            continue;
+        }
+        job_yield(job);
+    }
+    if (s->error) {
+        error_setg(errp, "%s", s->error);
+        return -EIO;
+    }
+    job_progress_update(job, 1);
+    return 0;
+}
+
+static void checkpoint_create_free(Job *job)
+{
+    CheckpointCreateJob *s = container_of(job, CheckpointCreateJob, common);
+
+    g_free(s->error);
+}
+
+static const JobDriver checkpoint_create_job_driver = {
+    .instance_size = sizeof(CheckpointCreateJob),
+    .job_type      = JOB_TYPE_CHECKPOINT_CREATE,
+    .run           = checkpoint_create_run,
+    .free          = checkpoint_create_free,
+};
+
+static void remove_state_dir(const char *dir)
+{
+    g_autofree char *state = g_build_filename(dir, "state", NULL);
+
+    unlink(state);
+    rmdir(dir);
+}
+
+static void checkpoint_create_free_state(CheckpointCreate *c)
+{
+    g_free(c->id);
+    g_free(c->state_dir);
+    g_free(c->save_error);
+    g_free(c);
+}
+
+/* The save has ended and the checkpoint is recorded: finish it */
+static void checkpoint_create_finish(CheckpointCreate *c)
+{
+    Error *local_err = NULL;
+    g_autofree char *why = NULL;
+
+    if (c->status == COW_SNAPSHOT_STATUS_COMPLETED) {
+        if (checkpoint_store_set_state(c->id, CHECKPOINT_STATE_READY,
+                                       &local_err)) {
+            qapi_event_send_checkpoint_created(c->id);
+        } else {
+            why = g_strdup(error_get_pretty(local_err));
+            error_free(local_err);
+            local_err = NULL;
+        }
+    } else {
+        why = g_strdup_printf("Saving the memory of checkpoint %s %s%s%s",
+                              c->id,
+                              c->status == COW_SNAPSHOT_STATUS_CANCELLED ?
+                              "was cancelled" : "failed",
+                              c->save_error ? ": " : "",
+                              c->save_error ? c->save_error : "");
+    }
+    if (why) {
+        /* Drop the checkpoint; the disks stay on their new children */
+        if (!checkpoint_store_drop(c->id, &local_err)) {
+            error_report_err(local_err);
+        }
+        remove_state_dir(c->state_dir);
+        c->job->error = g_steal_pointer(&why);
+    }
+    c->job->finished = true;
+    job_enter(&c->job->common);
+    checkpoint_create_free_state(c);
+    creating = NULL;
+}
+
+/* Failed inside the pause, after the save began: nothing is recorded */
+static void checkpoint_create_abandon(CheckpointCreate *c)
+{
+    remove_state_dir(c->state_dir);
+    checkpoint_create_free_state(c);
+    creating = NULL;
+}
+
+/*
+ * The engine's done callback: main loop, BQL held.  It can come while
+ * the pause is still going on (the disk switch runs nested event loops
+ * and a small VM is saved quickly); then the pause finishes the job.
+ */
+static void checkpoint_create_done(void *opaque, CowSnapshotStatus status,
+                                   const Error *err)
+{
+    CheckpointCreate *c = opaque;
+
+    c->saved = true;
+    c->status = status;
+    c->save_error = err ? g_strdup(error_get_pretty(err)) : NULL;
+    if (c->abandoned) {
+        checkpoint_create_abandon(c);
+    } else if (c->recorded) {
+        checkpoint_create_finish(c);
+    }
+}
+
+/*
+ * "<dir>/<disk>_<id>.<ext>" for the parent "<dir>/<disk>.<anything>" or
+ * "<dir>/<disk>_<older id>.<anything>"
+ */
+static char *child_name(const char *parent, const char *id, const char *ext)
+{
+    g_autofree char *dir = g_path_get_dirname(parent);
+    g_autofree char *base = g_path_get_basename(parent);
+    char *dot = strrchr(base, '.');
+    g_autofree char *name = NULL;
+
+    size_t len;
+    QemuUUID uuid;
+
+    if (dot && dot != base) {
+        *dot = '\0';
+    }
+    /* A child of a child is named after the disk: drop "_<old id>" */
+    len = strlen(base);
+    if (len > UUID_STR_LEN && base[len - UUID_STR_LEN] == '_' &&
+        qemu_uuid_parse(base + len - UUID_STR_LEN + 1, &uuid) == 0) {
+        base[len - UUID_STR_LEN] = '\0';
+    }
+    name = g_strdup_printf("%s_%s.%s", base, id, ext);
+    return g_build_filename(dir, name, NULL);
+}
+
+typedef struct DiskSwitch {
+    char *device;
+    char *node;
+    char *format;
+    char *frozen;
+    char *child;
+    int64_t size;
+    bool made;                  /* child file created */
+} DiskSwitch;
+
+static void disk_switch_free(gpointer p)
+{
+    DiskSwitch *d = p;
+
+    g_free(d->device);
+    g_free(d->node);
+    g_free(d->format);
+    g_free(d->frozen);
+    g_free(d->child);
+    g_free(d);
+}
+
+/* The writable disks attached to guest devices, and their children */
+static GPtrArray *plan_disks(const char *id, Error **errp)
+{
+    g_autoptr(GPtrArray) disks = g_ptr_array_new_with_free_func(
+        disk_switch_free);
+    BlockBackend *blk;
+
+    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+        BlockDriverState *bs = blk_bs(blk);
+        DiskSwitch *d;
+        const char *fmt;
+
+        if (!blk_get_attached_dev(blk) || !bs || !blk_is_writable(blk)) {
+            continue;
+        }
+        fmt = bs->drv->format_name;
+        d = g_new0(DiskSwitch, 1);
+        d->device = checkpoint_disk_name(blk);
+        g_ptr_array_add(disks, d);
+        if (strcmp(fmt, "vhdx") && strcmp(fmt, "qcow2")) {
+            error_setg(errp, "Disk '%s' is a %s image ('%s'); checkpoints"
+                       " need vhdx or qcow2 disks", d->device, fmt,
+                       bs->filename);
+            return NULL;
+        }
+        d->node = g_strdup(bdrv_get_node_name(bs));
+        d->format = g_strdup(fmt);
+        /* Absolute, so that the store does not depend on the cwd */
+        d->frozen = realpath(checkpoint_image_filename(bs), NULL);
+        if (!d->frozen) {
+            error_setg_errno(errp, errno, "Cannot find the file of disk"
+                             " '%s' ('%s')", d->device,
+                             checkpoint_image_filename(bs));
+            return NULL;
+        }
+        d->size = bdrv_getlength(bs);
+        if (d->size < 0) {
+            error_setg_errno(errp, -d->size, "Cannot get the size of disk"
+                             " '%s'", d->device);
+            return NULL;
+        }
+        d->child = child_name(d->frozen, id,
+                              strcmp(fmt, "vhdx") ? "qcow2" : "avhdx");
+        if (access(d->child, F_OK) == 0) {
+            error_setg(errp, "Cannot create '%s' for disk '%s': the file"
+                       " exists", d->child, d->device);
+            return NULL;
+        }
+    }
+    return g_steal_pointer(&disks);
+}
+
+static bool switch_disks(GPtrArray *disks, const char *id, Error **errp)
+{
+    TransactionActionList *actions = NULL, **tail = &actions;
+    Error *err = NULL;
+    bool ok;
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskSwitch *d = g_ptr_array_index(disks, i);
+        TransactionAction *act;
+        BlockdevSnapshotSync *s;
+
+        /*
+         * Made here, not by the transaction, so that the child names its
+         * parent by the parent's file name (the node's may be "json:")
+         */
+        bdrv_img_create(d->child, d->format, d->frozen, d->format, NULL,
+                        d->size, BDRV_O_NO_BACKING, true, &err);
+        if (err) {
+            goto out;
+        }
+        d->made = true;
+        act = g_new0(TransactionAction, 1);
+        s = g_new0(BlockdevSnapshotSync, 1);
+
+        s->node_name = g_strdup(d->node);
+        /* Named after the checkpoint: "ckpt-<8 hex digits of id>-<n>" */
+        s->snapshot_node_name = g_strdup_printf("ckpt-%.8s-%d", id, i);
+        s->snapshot_file = g_strdup(d->child);
+        s->format = g_strdup(d->format);
+        s->has_mode = true;
+        s->mode = NEW_IMAGE_MODE_EXISTING;
+        act->type = TRANSACTION_ACTION_KIND_BLOCKDEV_SNAPSHOT_SYNC;
+        act->u.blockdev_snapshot_sync.data = s;
+        QAPI_LIST_APPEND(tail, act);
+    }
+    if (actions) {
+        qmp_transaction(actions, NULL, &err);
+    }
+out:
+    ok = !err;
+    qapi_free_TransactionActionList(actions);
+    if (!ok) {
+        for (i = 0; i < disks->len; i++) {
+            DiskSwitch *d = g_ptr_array_index(disks, i);
+
+            if (d->made) {
+                unlink(d->child);
+            }
+        }
+        error_propagate(errp, err);
+    }
+    return ok;
+}
+
+static char *default_name(void)
+{
+    g_autoptr(GDateTime) now = g_date_time_new_now_local();
+    g_autofree char *when = g_date_time_format(now, "%Y-%m-%d %H:%M:%S");
+    const char *vm = qemu_get_vm_name();
+
+    return g_strdup_printf("%s - %s", vm ? vm : "VM", when);
+}
+
+CheckpointCreateResult *qmp_checkpoint_create(const char *name,
+                                              bool has_type,
+                                              CheckpointDefaultType type,
+                                              const char *job_id,
+                                              Error **errp)
+{
+    CowSnapshotOptions opts = { .done = checkpoint_create_done };
+    g_autoptr(GPtrArray) disks = NULL;
+    g_autofree char *id = NULL, *state = NULL, *default_job = NULL;
+    g_autofree char *cname = NULL;
+    CheckpointManifestDiskList *active = NULL;
+    CheckpointManifestEntry *e;
+    CheckpointCreateResult *ret;
+    CheckpointCreate *c;
+    QemuUUID uuid;
+    Error *local_err = NULL;
+    Job *job;
+    bool was_running;
+    int i;
+
+    if (!checkpoint_store_dir()) {
+        error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
+                   " or checkpoint-set-parameters)");
+        return NULL;
+    }
+    if (!has_type) {
+        type = checkpoint_default_type();
+    }
+    switch (type) {
+    case CHECKPOINT_DEFAULT_TYPE_STANDARD:
+        break;
+    case CHECKPOINT_DEFAULT_TYPE_DISABLED:
+        error_setg(errp, "Checkpoints are disabled for this VM (type"
+                   " 'disabled'; see checkpoint-set-parameters)");
+        return NULL;
+    default:
+        error_setg(errp, "Production checkpoints are not implemented yet;"
+                   " ask for type 'standard'");
+        return NULL;
+    }
+    if (name && !checkpoint_name_valid(name, errp)) {
+        return NULL;
+    }
+    if (creating) {
+        error_setg(errp, "A checkpoint is being created already");
+        return NULL;
+    }
+    if (migration_is_running()) {
+        error_setg(errp, "Cannot take a checkpoint while a migration runs");
+        return NULL;
+    }
+    if (cow_snapshot_is_active()) {
+        error_setg(errp, "Cannot take a checkpoint while a memory snapshot"
+                   " is being saved");
+        return NULL;
+    }
+    if (!runstate_is_running() && !runstate_check(RUN_STATE_PAUSED)) {
+        error_setg(errp, "Cannot take a checkpoint in VM state '%s'",
+                   RunState_str(runstate_get()));
+        return NULL;
+    }
+
+    qemu_uuid_generate(&uuid);
+    id = qemu_uuid_unparse_strdup(&uuid);
+    disks = plan_disks(id, errp);
+    if (!disks) {
+        return NULL;
+    }
+    c = g_new0(CheckpointCreate, 1);
+    c->id = g_strdup(id);
+    c->state_dir = g_build_filename(checkpoint_store_dir(), id, NULL);
+    state = g_build_filename(c->state_dir, "state", NULL);
+    if (!job_id) {
+        default_job = g_strdup_printf("checkpoint-%s", id);
+        job_id = default_job;
+    }
+    job = job_create(job_id, &checkpoint_create_job_driver, NULL,
+                     qemu_get_aio_context(), JOB_DEFAULT, NULL, NULL, errp);
+    if (!job) {
+        goto fail_early;
+    }
+    if (g_mkdir_with_parents(c->state_dir, 0700) < 0) {
+        error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
+        goto fail_job;
+    }
+    opts.opaque = c;
+    /* RAM armed while the VM runs: the pause does not grow with RAM */
+    if (!cow_snapshot_prepare(state, &opts, errp)) {
+        goto fail_dir;
+    }
+
+    /* The pause: memory and disks of the same instant */
+    was_running = runstate_is_running();
+    vm_stop(RUN_STATE_PAUSED);
+    if (!cow_snapshot_begin(state, &opts, errp)) {
+        goto fail_resume;
+    }
+    creating = c;
+    c->job = container_of(job, CheckpointCreateJob, common);
+    if (!switch_disks(disks, id, &local_err)) {
+        error_propagate_prepend(errp, local_err, "Cannot switch the disks"
+                                " to new differencing images: ");
+        c->abandoned = true;
+        c->job = NULL;
+        if (c->saved) {
+            checkpoint_create_abandon(c);
+        } else {
+            /* The callback cleans up */
+            cow_snapshot_cancel();
+        }
+        if (was_running) {
+            vm_start();
+        }
+        job_early_fail(job);
+        return NULL;
+    }
+
+    /* Recorded before the guest writes to the children */
+    e = g_new0(CheckpointManifestEntry, 1);
+    e->id = g_strdup(id);
+    e->name = name ? g_strdup(name) : default_name();
+    e->type = CHECKPOINT_TYPE_STANDARD;
+    e->state = CHECKPOINT_STATE_CREATING;
+    e->created = time(NULL);
+    e->state_file = g_build_filename(id, "state", NULL);
+    for (i = disks->len - 1; i >= 0; i--) {
+        DiskSwitch *d = g_ptr_array_index(disks, i);
+        CheckpointManifestDisk *frozen = g_new0(CheckpointManifestDisk, 1);
+        CheckpointManifestDisk *child = g_new0(CheckpointManifestDisk, 1);
+
+        frozen->device = g_strdup(d->device);
+        frozen->filename = g_strdup(d->frozen);
+        frozen->format = g_strdup(d->format);
+        QAPI_LIST_PREPEND(e->disks, frozen);
+        child->device = g_strdup(d->device);
+        child->filename = g_strdup(d->child);
+        child->format = g_strdup(d->format);
+        QAPI_LIST_PREPEND(active, child);
+    }
+    if (!checkpoint_store_add(e, active, &local_err)) {
+        /* The tree in memory has it; the next manifest write saves it */
+        error_report_err(local_err);
+    }
+    if (was_running) {
+        vm_start();
+    }
+
+    job_start(job);
+    c->recorded = true;
+    if (c->saved) {
+        checkpoint_create_finish(c);
+    }
+    ret = g_new0(CheckpointCreateResult, 1);
+    ret->id = g_steal_pointer(&id);
+    return ret;
+
+fail_resume:
+    if (was_running) {
+        vm_start();
+    }
+fail_dir:
+    remove_state_dir(c->state_dir);
+fail_job:
+    job_early_fail(job);
+fail_early:
+    checkpoint_create_free_state(c);
+    return NULL;
+}

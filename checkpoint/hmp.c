@@ -1,0 +1,113 @@
+/*
+ * Hyper-V-style checkpoints: HMP commands
+ *
+ * Copyright (c) 2026 The Hyper-V checkpoints project
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/cutils.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-checkpoint.h"
+#include "qobject/qdict.h"
+#include "monitor/hmp.h"
+#include "monitor/monitor.h"
+#include "checkpoint.h"
+
+static void print_size(Monitor *mon, const char *what, bool has, int64_t n)
+{
+    g_autofree char *s = NULL;
+
+    if (has) {
+        s = size_to_str(n);
+        monitor_printf(mon, ", %s %s", s, what);
+    }
+}
+
+static void print_checkpoint(Monitor *mon, CheckpointInfo *c, int depth)
+{
+    g_autoptr(GDateTime) t = g_date_time_new_from_unix_local(c->created);
+    g_autofree char *when = t ? g_date_time_format(t, "%Y-%m-%d %H:%M:%S")
+                              : g_strdup("?");
+    CheckpointDiskInfoList *d;
+
+    monitor_printf(mon, "%*s%s  (id %s, %s, %s, %s", depth * 2, "",
+                   c->name, c->id, CheckpointType_str(c->type),
+                   CheckpointState_str(c->state), when);
+    print_size(mon, "state file", c->has_state_file_size,
+               c->state_file_size);
+    monitor_printf(mon, ")\n");
+    for (d = c->disks; d; d = d->next) {
+        monitor_printf(mon, "%*s  disk %s: %s", depth * 2, "",
+                       d->value->device, d->value->filename);
+        print_size(mon, "on disk", d->value->has_disk_size,
+                   d->value->disk_size);
+        print_size(mon, "virtual", d->value->has_virtual_size,
+                   d->value->virtual_size);
+        monitor_printf(mon, "\n");
+    }
+}
+
+/* Print the checkpoints whose parent is @parent, and their subtrees */
+static void print_children(Monitor *mon, CheckpointInfoList *all,
+                           const char *parent, int depth)
+{
+    CheckpointInfoList *l;
+
+    for (l = all; l; l = l->next) {
+        if (g_strcmp0(l->value->parent, parent)) {
+            continue;
+        }
+        print_checkpoint(mon, l->value, depth);
+        print_children(mon, all, l->value->id, depth + 1);
+        if (l->value->current) {
+            monitor_printf(mon, "%*sNow\n", (depth + 1) * 2, "");
+        }
+    }
+}
+
+void hmp_info_checkpoints(Monitor *mon, const QDict *qdict)
+{
+    g_autoptr(CheckpointParameters) p = NULL;
+    g_autoptr(CheckpointInfoList) list = NULL;
+    CheckpointInfoList *l;
+    Error *err = NULL;
+    bool current = false;
+
+    p = qmp_query_checkpoint_parameters(&err);
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    if (!p->dir) {
+        monitor_printf(mon, "No checkpoint store is set (-checkpoints"
+                       " dir=DIR or checkpoint-set-parameters)\n");
+        return;
+    }
+    list = qmp_query_checkpoints(&err);
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    monitor_printf(mon, "Checkpoint store %s (default type %s)\n", p->dir,
+                   CheckpointDefaultType_str(p->type));
+    if (!list) {
+        monitor_printf(mon, "No checkpoints\n");
+    }
+    print_children(mon, list, NULL, 0);
+    for (l = list; l; l = l->next) {
+        current |= l->value->current;
+    }
+    if (!current) {
+        /* The running VM has no checkpoint above it */
+        monitor_printf(mon, "Now\n");
+    }
+}
+
+void hmp_checkpoint_rename(Monitor *mon, const QDict *qdict)
+{
+    Error *err = NULL;
+
+    qmp_checkpoint_rename(qdict_get_str(qdict, "checkpoint"),
+                          qdict_get_str(qdict, "name"), &err);
+    hmp_handle_error(mon, err);
+}

@@ -1,0 +1,676 @@
+/*
+ * QTest for the checkpoint manager: settings, store, query, rename
+ *
+ * Copyright (c) 2026 The Hyper-V checkpoints project
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * No guest code runs.  Stores with checkpoints are written by hand
+ * (checkpoint/FORMAT.md), since checkpoint-create is not there yet.
+ */
+
+#include "qemu/osdep.h"
+#include "libqtest.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "qobject/qjson.h"
+
+#define ID_A "0d4c7a3e-6f0e-4a43-9b5f-2a4ef1a7c2d1"
+#define ID_B "5b0e2f7c-1a6d-4c52-8e3b-9f1d2c3b4a50"
+#define ID_C "c8f1d6e2-3b4a-4f7e-a1d2-7e6f5a4b3c21"
+
+static char *tmpdir;
+
+static QTestState *vm_start(const char *extra)
+{
+    return qtest_initf("-M microvm -display none -nodefaults %s",
+                       extra ? extra : "");
+}
+
+static char *tmp_path(const char *name)
+{
+    return g_strdup_printf("%s/%s", tmpdir, name);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    g_assert(g_file_set_contents(path, text, -1, NULL));
+}
+
+/* Run a QMP command expected to fail; returns its error description */
+static char * G_GNUC_PRINTF(2, 3) qmp_error(QTestState *qts,
+                                            const char *fmt, ...)
+{
+    va_list ap;
+    QDict *rsp, *err;
+    char *desc;
+
+    va_start(ap, fmt);
+    rsp = qtest_vqmp(qts, fmt, ap);
+    va_end(ap);
+    g_assert(qdict_haskey(rsp, "error"));
+    err = qdict_get_qdict(rsp, "error");
+    desc = g_strdup(qdict_get_str(err, "desc"));
+    qobject_unref(rsp);
+    return desc;
+}
+
+static void assert_contains(const char *s, const char *sub)
+{
+    if (!strstr(s, sub)) {
+        g_test_message("'%s' does not contain '%s'", s, sub);
+        g_assert_not_reached();
+    }
+}
+
+/* A store with A (standard) -> B (production), A -> C; Now under B */
+static char *make_store(const char *name, const char *disks)
+{
+    g_autofree char *state_dir = NULL, *state = NULL, *manifest = NULL;
+    g_autofree char *text = NULL;
+    char *dir = tmp_path(name);
+
+    state_dir = g_strdup_printf("%s/%s", dir, ID_A);
+    g_assert(g_mkdir_with_parents(state_dir, 0700) == 0);
+    state = g_strdup_printf("%s/state", state_dir);
+    write_file(state, "not really a state file, but it has a size");
+    text = g_strdup_printf(
+        "{ \"version\": 1, \"current\": \"" ID_B "\",\n"
+        "  \"checkpoints\": [\n"
+        "    { \"id\": \"" ID_A "\", \"name\": \"first\","
+        "      \"type\": \"standard\", \"state\": \"ready\","
+        "      \"created\": 1795000000, \"disks\": [%s],"
+        "      \"state-file\": \"" ID_A "/state\" },\n"
+        "    { \"id\": \"" ID_B "\", \"name\": \"second\","
+        "      \"type\": \"production\", \"state\": \"ready\","
+        "      \"parent\": \"" ID_A "\", \"created\": 1795000100,"
+        "      \"disks\": [] },\n"
+        "    { \"id\": \"" ID_C "\", \"name\": \"second\","
+        "      \"type\": \"production\", \"state\": \"ready\","
+        "      \"parent\": \"" ID_A "\", \"created\": 1795000200,"
+        "      \"disks\": [] } ],\n"
+        "  \"active\": [%s] }\n", disks, disks);
+    manifest = g_strdup_printf("%s/manifest.json", dir);
+    write_file(manifest, text);
+    return dir;
+}
+
+static void test_fresh(void)
+{
+    QTestState *qts = vm_start(NULL);
+    QDict *rsp;
+    QList *list;
+    g_autofree char *out = NULL;
+
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'query-checkpoint-parameters'}");
+    g_assert_cmpstr(qdict_get_str(rsp, "type"), ==, "production");
+    g_assert(!qdict_haskey(rsp, "dir"));
+    qobject_unref(rsp);
+
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    g_assert(list && qlist_empty(list));
+    qobject_unref(rsp);
+
+    out = qtest_hmp(qts, "info checkpoints");
+    assert_contains(out, "No checkpoint store is set");
+    qtest_quit(qts);
+}
+
+static void test_set_parameters(void)
+{
+    g_autofree char *dir = tmp_path("new/store");
+    g_autofree char *file = tmp_path("a-file");
+    g_autofree char *manifest = NULL, *err = NULL;
+    QTestState *qts = vm_start(NULL);
+    QDict *rsp;
+
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'dir': %s, 'type': 'standard'}}", dir);
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'query-checkpoint-parameters'}");
+    g_assert_cmpstr(qdict_get_str(rsp, "type"), ==, "standard");
+    g_assert_cmpstr(qdict_get_str(rsp, "dir"), ==, dir);
+    qobject_unref(rsp);
+    manifest = g_strdup_printf("%s/manifest.json", dir);
+    g_assert(g_file_test(manifest, G_FILE_TEST_IS_REGULAR));
+
+    /* type alone; the folder stays */
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'type': 'disabled'}}");
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'query-checkpoint-parameters'}");
+    g_assert_cmpstr(qdict_get_str(rsp, "type"), ==, "disabled");
+    g_assert_cmpstr(qdict_get_str(rsp, "dir"), ==, dir);
+    qobject_unref(rsp);
+
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'type': 'sometimes'}}");
+    assert_contains(err, "sometimes");
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'dir': ''}}");
+    assert_contains(err, "empty");
+    g_clear_pointer(&err, g_free);
+    write_file(file, "x");
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'dir': %s}}", file);
+    assert_contains(err, file);
+    g_clear_pointer(&err, g_free);
+
+    /* A store without checkpoints can be left */
+    g_free(dir);
+    dir = tmp_path("other-store");
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'dir': %s}}", dir);
+    qtest_quit(qts);
+}
+
+static void test_rename_refused(void)
+{
+    g_autofree char *dir = tmp_path("empty-store");
+    g_autofree char *err = NULL;
+    QTestState *qts = vm_start(NULL);
+
+    err = qmp_error(qts, "{'execute': 'checkpoint-rename',"
+                    " 'arguments': {'checkpoint': 'x', 'name': 'y'}}");
+    assert_contains(err, "No checkpoint store is set");
+    g_clear_pointer(&err, g_free);
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'dir': %s}}", dir);
+    err = qmp_error(qts, "{'execute': 'checkpoint-rename',"
+                    " 'arguments': {'checkpoint': 'x', 'name': 'y'}}");
+    assert_contains(err, "no checkpoint with id or name 'x'");
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-rename',"
+                    " 'arguments': {'checkpoint': 'x', 'name': ''}}");
+    assert_contains(err, "must not be empty");
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-rename',"
+                    " 'arguments': {'checkpoint': 'x'}}");
+    assert_contains(err, "name");
+    qtest_quit(qts);
+}
+
+static QDict *find_checkpoint(QList *list, const char *id)
+{
+    const QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(c, "id"), id)) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static QDict *find_disk(QList *list, const char *device)
+{
+    const QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(d, "device"), device)) {
+            return d;
+        }
+    }
+    g_assert_not_reached();
+}
+
+static const char *name_of(QTestState *qts, const char *id)
+{
+    static char name[256];
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    QDict *c = find_checkpoint(qdict_get_qlist(rsp, "return"), id);
+
+    g_assert(c);
+    g_strlcpy(name, qdict_get_str(c, "name"), sizeof(name));
+    qobject_unref(rsp);
+    return name;
+}
+
+static void test_store_reload(void)
+{
+    g_autofree char *dir = make_store("tree", "");
+    g_autofree char *args = g_strdup_printf("-checkpoints dir=%s,type=standard",
+                                            dir);
+    g_autofree char *tmp = g_strdup_printf("%s/manifest.json.tmp", dir);
+    g_autofree char *other = tmp_path("other");
+    g_autofree char *out = NULL, *err = NULL, *a = NULL, *b = NULL;
+    g_autofree char *long_name = g_strnfill(100, 'x');
+    g_autofree char *too_long = g_strnfill(101, 'y');
+    QTestState *qts;
+    QDict *rsp, *c;
+    QList *list;
+
+    /* What a crash while replacing the manifest leaves: ignored */
+    write_file(tmp, "{ \"half\": ");
+    qts = vm_start(args);
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    g_assert_cmpint(qlist_size(list), ==, 3);
+    c = find_checkpoint(list, ID_A);
+    g_assert_cmpstr(qdict_get_str(c, "name"), ==, "first");
+    g_assert_cmpstr(qdict_get_str(c, "type"), ==, "standard");
+    g_assert_cmpstr(qdict_get_str(c, "state"), ==, "ready");
+    g_assert(!qdict_haskey(c, "parent"));
+    g_assert_cmpint(qdict_get_int(c, "created"), ==, 1795000000);
+    g_assert(!qdict_get_bool(c, "current"));
+    g_assert(qdict_get_int(c, "state-file-size") > 0);
+    c = find_checkpoint(list, ID_B);
+    g_assert_cmpstr(qdict_get_str(c, "parent"), ==, ID_A);
+    g_assert(qdict_get_bool(c, "current"));
+    g_assert(!qdict_haskey(c, "state-file-size"));
+    qobject_unref(rsp);
+
+    /* The tree, with Now under B */
+    out = qtest_hmp(qts, "info checkpoints");
+    a = g_strdup_printf("\nfirst  (id %s, standard, ready, ", ID_A);
+    b = g_strdup_printf("\n  second  (id %s, production, ready, ", ID_B);
+    assert_contains(out, a);
+    assert_contains(out, b);
+    assert_contains(out, ", production, ready, 2026-");
+    g_assert(strstr(out, "    Now\r\n"));
+    g_assert(strstr(out, b) < strstr(out, "    Now\r\n"));
+    g_clear_pointer(&out, g_free);
+
+    /* Rename by unique name, by id; an ambiguous name is refused */
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-rename',"
+        " 'arguments': {'checkpoint': 'first', 'name': %s}}", long_name);
+    g_assert_cmpstr(name_of(qts, ID_A), ==, long_name);
+    err = qmp_error(qts, "{'execute': 'checkpoint-rename',"
+                    " 'arguments': {'checkpoint': 'second', 'name': 'z'}}");
+    assert_contains(err, "Several checkpoints are named 'second'");
+    g_clear_pointer(&err, g_free);
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-rename',"
+        " 'arguments': {'checkpoint': %s, 'name': 'été'}}", ID_C);
+    g_assert_cmpstr(name_of(qts, ID_C), ==, "été");
+    err = qmp_error(qts, "{'execute': 'checkpoint-rename',"
+                    " 'arguments': {'checkpoint': %s, 'name': %s}}",
+                    ID_C, too_long);
+    assert_contains(err, "at most 100 characters");
+    g_clear_pointer(&err, g_free);
+    g_assert_cmpstr(name_of(qts, ID_C), ==, "été");
+    out = qtest_hmp(qts, "checkpoint_rename second hmp-name");
+    g_assert_cmpstr(out, ==, "");
+    g_assert_cmpstr(name_of(qts, ID_B), ==, "hmp-name");
+    g_clear_pointer(&out, g_free);
+    out = qtest_hmp(qts, "checkpoint_rename nosuch other");
+    assert_contains(out, "no checkpoint with id or name 'nosuch'");
+    g_assert(!g_file_test(tmp, G_FILE_TEST_EXISTS));
+
+    /* The folder cannot change while there are checkpoints */
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'dir': %s}}", other);
+    assert_contains(err, "can change only while there are none");
+    qtest_quit(qts);
+
+    /* A new QEMU on the same store sees the renamed tree */
+    qts = vm_start(args);
+    g_assert_cmpstr(name_of(qts, ID_A), ==, long_name);
+    g_assert_cmpstr(name_of(qts, ID_B), ==, "hmp-name");
+    g_assert_cmpstr(name_of(qts, ID_C), ==, "été");
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'query-checkpoint-parameters'}");
+    g_assert_cmpstr(qdict_get_str(rsp, "type"), ==, "standard");
+    g_assert_cmpstr(qdict_get_str(rsp, "dir"), ==, dir);
+    qobject_unref(rsp);
+    qtest_quit(qts);
+}
+
+/* Corrupt manifests: set-parameters refuses them with the reason */
+static void test_corrupt(void)
+{
+    static const struct {
+        const char *manifest, *error;
+    } cases[] = {
+        { "", "Expecting a JSON value" },
+        { "{ \"version\": 1, ", "JSON parse error" },
+        { "[]", "Invalid parameter type" },
+        { "{ \"version\": 2, \"checkpoints\": [], \"active\": [] }",
+          "format version 2 is not supported" },
+        { "{ \"version\": 1, \"checkpoints\": [], \"active\": [],"
+          " \"extra\": 1 }", "extra" },
+        { "{ \"version\": 1, \"checkpoints\": [] }", "active" },
+        { "{ \"version\": 1, \"current\": \"" ID_A "\", \"checkpoints\": [],"
+          " \"active\": [] }", "current checkpoint " ID_A " is not in" },
+        { "{ \"version\": 1, \"checkpoints\": [ { \"id\": \"nope\","
+          " \"name\": \"n\", \"type\": \"production\", \"state\": \"ready\","
+          " \"created\": 1, \"disks\": [] } ], \"active\": [] }",
+          "'nope' is not a UUID" },
+        { "{ \"version\": 1, \"checkpoints\": [ { \"id\": \"" ID_A "\","
+          " \"name\": \"\", \"type\": \"production\", \"state\": \"ready\","
+          " \"created\": 1, \"disks\": [] } ], \"active\": [] }",
+          "must not be empty" },
+        { "{ \"version\": 1, \"checkpoints\": [ { \"id\": \"" ID_A "\","
+          " \"name\": \"n\", \"type\": \"production\", \"state\": \"ready\","
+          " \"parent\": \"" ID_B "\", \"created\": 1, \"disks\": [] } ],"
+          " \"active\": [] }", "parent " ID_B " is not listed before" },
+        { "{ \"version\": 1, \"checkpoints\": ["
+          " { \"id\": \"" ID_A "\", \"name\": \"n\", \"type\": \"production\","
+          " \"state\": \"ready\", \"created\": 1, \"disks\": [] },"
+          " { \"id\": \"" ID_A "\", \"name\": \"n\", \"type\": \"production\","
+          " \"state\": \"ready\", \"created\": 1, \"disks\": [] } ],"
+          " \"active\": [] }", "used twice" },
+        { "{ \"version\": 1, \"checkpoints\": [ { \"id\": \"" ID_A "\","
+          " \"name\": \"n\", \"type\": \"standard\", \"state\": \"ready\","
+          " \"created\": 1, \"disks\": [], \"state-file\": \"../x\" } ],"
+          " \"active\": [] }", "leaves the store folder" },
+        { "{ \"version\": 1, \"checkpoints\": [ { \"id\": \"" ID_A "\","
+          " \"name\": \"n\", \"type\": \"standard\", \"state\": \"ready\","
+          " \"created\": 1, \"disks\": [] } ], \"active\": [] }",
+          "needs a state file" },
+        { "{ \"version\": 1, \"checkpoints\": [], \"active\": ["
+          " { \"device\": \"d\", \"filename\": \"f\", \"format\": \"raw\" } ] }",
+          "only vhdx and qcow2" },
+    };
+    QTestState *qts = vm_start(NULL);
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(cases); i++) {
+        g_autofree char *name = g_strdup_printf("corrupt%d", i);
+        g_autofree char *dir = tmp_path(name);
+        g_autofree char *file = g_strdup_printf("%s/manifest.json", dir);
+        g_autofree char *err = NULL;
+        QDict *rsp;
+
+        g_assert(g_mkdir_with_parents(dir, 0700) == 0);
+        write_file(file, cases[i].manifest);
+        err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                        " 'arguments': {'dir': %s}}", dir);
+        assert_contains(err, "is not valid: ");
+        assert_contains(err, cases[i].error);
+        /* Nothing changed */
+        rsp = qtest_qmp_assert_success_ref(qts,
+                  "{'execute': 'query-checkpoint-parameters'}");
+        g_assert(!qdict_haskey(rsp, "dir"));
+        qobject_unref(rsp);
+    }
+    qtest_quit(qts);
+}
+
+/* QEMU does not start on a corrupt store given on the command line */
+static void test_corrupt_cmdline(void)
+{
+    g_autofree char *dir = tmp_path("corrupt-cmdline");
+    g_autofree char *file = g_strdup_printf("%s/manifest.json", dir);
+    g_autofree char *cmd = NULL, *err_out = NULL;
+    const char *qemu = g_getenv("QTEST_QEMU_BINARY");
+    int status;
+
+    g_assert(g_mkdir_with_parents(dir, 0700) == 0);
+    write_file(file, "{ \"version\": 1 }");
+    cmd = g_strdup_printf("%s -M microvm -display none -nodefaults"
+                          " -checkpoints dir=%s -S -qtest null", qemu, dir);
+    g_assert(g_spawn_command_line_sync(cmd, NULL, &err_out, &status, NULL));
+    g_assert(!WIFEXITED(status) || WEXITSTATUS(status) != 0);
+    assert_contains(err_out, "Checkpoint manifest");
+    assert_contains(err_out, "is not valid");
+
+    g_clear_pointer(&cmd, g_free);
+    g_clear_pointer(&err_out, g_free);
+    cmd = g_strdup_printf("%s -M microvm -display none -nodefaults"
+                          " -checkpoints dir=%s,type=x -S -qtest null",
+                          qemu, dir);
+    g_assert(g_spawn_command_line_sync(cmd, NULL, &err_out, &status, NULL));
+    g_assert(!WIFEXITED(status) || WEXITSTATUS(status) != 0);
+    assert_contains(err_out, "-checkpoints type: 'x' is not one of");
+}
+
+/* -checkpoints type=... alone: the folder can be set later */
+static void test_type_only(void)
+{
+    g_autofree char *dir = tmp_path("later");
+    QTestState *qts = vm_start("-checkpoints type=production-only");
+    QDict *rsp;
+
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'query-checkpoint-parameters'}");
+    g_assert_cmpstr(qdict_get_str(rsp, "type"), ==, "production-only");
+    g_assert(!qdict_haskey(rsp, "dir"));
+    qobject_unref(rsp);
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'dir': %s}}", dir);
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'query-checkpoint-parameters'}");
+    g_assert_cmpstr(qdict_get_str(rsp, "type"), ==, "production-only");
+    g_assert_cmpstr(qdict_get_str(rsp, "dir"), ==, dir);
+    qobject_unref(rsp);
+    qtest_quit(qts);
+}
+
+/* The store's disks must be the VM's */
+static void test_disk_mismatch(void)
+{
+    g_autofree char *img = tmp_path("disk.qcow2");
+    g_autofree char *img2 = tmp_path("disk2.qcow2");
+    g_autofree char *disks = g_strdup_printf(
+        "{ \"device\": \"disk0\", \"filename\": \"%s\","
+        " \"format\": \"qcow2\" }", img);
+    g_autofree char *dir = make_store("with-disk", disks);
+    g_autofree char *good = NULL, *bad = NULL, *err = NULL;
+    QTestState *qts;
+    QDict *rsp, *c, *d;
+
+    g_assert(mkimg(img, "qcow2", 1));
+    g_assert(mkimg(img2, "qcow2", 1));
+    good = g_strdup_printf("-drive if=none,id=disk0,file=%s,format=qcow2"
+                           " -device virtio-blk-device,drive=disk0", img);
+    bad = g_strdup_printf("-drive if=none,id=disk0,file=%s,format=qcow2"
+                          " -device virtio-blk-device,drive=disk0", img2);
+
+    qts = vm_start(good);
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'dir': %s}}", dir);
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    c = find_checkpoint(qdict_get_qlist(rsp, "return"), ID_A);
+    d = qobject_to(QDict, qlist_peek(qdict_get_qlist(c, "disks")));
+    g_assert_cmpstr(qdict_get_str(d, "device"), ==, "disk0");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, img);
+    g_assert_cmpstr(qdict_get_str(d, "format"), ==, "qcow2");
+    g_assert_cmpint(qdict_get_int(d, "virtual-size"), ==, 1024 * 1024);
+    g_assert(qdict_get_int(d, "disk-size") > 0);
+    qobject_unref(rsp);
+    qtest_quit(qts);
+
+    qts = vm_start(bad);
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'dir': %s}}", dir);
+    assert_contains(err, "expects disk 'disk0' to use");
+    assert_contains(err, img2);
+    qtest_quit(qts);
+
+    g_clear_pointer(&err, g_free);
+    qts = vm_start(NULL);
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'dir': %s}}", dir);
+    assert_contains(err, "which this VM does not have");
+    qtest_quit(qts);
+}
+
+/* Create a checkpoint and wait until it is ready; returns its id */
+static char *create_and_wait(QTestState *qts, const char *name)
+{
+    QDict *rsp, *ev;
+    char *id;
+
+    if (name) {
+        rsp = qtest_qmp_assert_success_ref(qts,
+                  "{'execute': 'checkpoint-create',"
+                  " 'arguments': {'name': %s, 'type': 'standard'}}", name);
+    } else {
+        rsp = qtest_qmp_assert_success_ref(qts,
+                  "{'execute': 'checkpoint-create'}");
+    }
+    id = g_strdup(qdict_get_str(rsp, "id"));
+    qobject_unref(rsp);
+    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
+                    id);
+    qobject_unref(ev);
+    return id;
+}
+
+static char *disk_args(const char *qcow2, const char *vhdx)
+{
+    return g_strdup_printf(
+        "-m 64M"
+        " -drive if=none,id=d0,file=%s,format=qcow2"
+        " -device virtio-blk-device,drive=d0"
+        " -drive if=none,id=d1,file=%s,format=vhdx"
+        " -device virtio-blk-device,drive=d1", qcow2, vhdx);
+}
+
+static void test_create(void)
+{
+    g_autofree char *dir = tmp_path("create-store");
+    g_autofree char *qcow2 = tmp_path("c0.qcow2");
+    g_autofree char *vhdx = tmp_path("c1.vhdx");
+    g_autofree char *args = NULL, *args2 = NULL, *err = NULL, *out = NULL;
+    g_autofree char *a = NULL, *b = NULL, *child0 = NULL, *child1 = NULL;
+    g_autofree char *bchild0 = NULL, *bchild1 = NULL;
+    QTestState *qts;
+    QDict *rsp, *c, *d;
+    QList *list, *disks;
+
+    g_assert(mkimg(qcow2, "qcow2", 16));
+    g_assert(mkimg(vhdx, "vhdx", 16));
+    args = g_strdup_printf("%s -checkpoints dir=%s",
+                           disk_args(qcow2, vhdx), dir);
+    qts = vm_start(args);
+
+    /* Refusals change nothing */
+    err = qmp_error(qts, "{'execute': 'checkpoint-create'}");
+    assert_contains(err, "Production checkpoints are not implemented yet");
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-create',"
+                    " 'arguments': {'type': 'standard', 'name': ''}}");
+    assert_contains(err, "must not be empty");
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-create',"
+                    " 'arguments': {'type': 'disabled'}}");
+    assert_contains(err, "Checkpoints are disabled");
+    g_clear_pointer(&err, g_free);
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    g_assert(qlist_empty(qdict_get_qlist(rsp, "return")));
+    qobject_unref(rsp);
+
+    /* A, then B with the default name and type */
+    a = create_and_wait(qts, "A");
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'type': 'standard'}}");
+    b = create_and_wait(qts, NULL);
+
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    g_assert_cmpint(qlist_size(list), ==, 2);
+    c = find_checkpoint(list, a);
+    g_assert_cmpstr(qdict_get_str(c, "name"), ==, "A");
+    g_assert_cmpstr(qdict_get_str(c, "state"), ==, "ready");
+    g_assert_cmpstr(qdict_get_str(c, "type"), ==, "standard");
+    g_assert(!qdict_haskey(c, "parent"));
+    g_assert(!qdict_get_bool(c, "current"));
+    g_assert(qdict_get_int(c, "state-file-size") > 0);
+    disks = qdict_get_qlist(c, "disks");
+    g_assert_cmpint(qlist_size(disks), ==, 2);
+    d = find_disk(disks, "d0");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, qcow2);
+    g_assert_cmpstr(qdict_get_str(d, "format"), ==, "qcow2");
+    g_assert_cmpint(qdict_get_int(d, "virtual-size"), ==, 16 * 1024 * 1024);
+    d = find_disk(disks, "d1");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, vhdx);
+    g_assert_cmpstr(qdict_get_str(d, "format"), ==, "vhdx");
+    c = find_checkpoint(list, b);
+    assert_contains(qdict_get_str(c, "name"), "VM - 20");
+    g_assert_cmpstr(qdict_get_str(c, "parent"), ==, a);
+    g_assert(qdict_get_bool(c, "current"));
+    child0 = g_strdup_printf("%s/c0_%s.qcow2", tmpdir, a);
+    child1 = g_strdup_printf("%s/c1_%s.avhdx", tmpdir, a);
+    d = find_disk(qdict_get_qlist(c, "disks"), "d0");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, child0);
+    d = find_disk(qdict_get_qlist(c, "disks"), "d1");
+    g_assert_cmpstr(qdict_get_str(d, "filename"), ==, child1);
+    qobject_unref(rsp);
+
+    out = qtest_hmp(qts, "info checkpoints");
+    assert_contains(out, "\r\n  VM - 20");
+    assert_contains(out, "\r\n    Now\r\n");
+    qtest_quit(qts);
+
+    /* A new QEMU on the active images (B's children) gets the tree */
+    bchild0 = g_strdup_printf("%s/c0_%s.qcow2", tmpdir, b);
+    bchild1 = g_strdup_printf("%s/c1_%s.avhdx", tmpdir, b);
+    g_assert(g_file_test(bchild0, G_FILE_TEST_IS_REGULAR));
+    g_assert(g_file_test(bchild1, G_FILE_TEST_IS_REGULAR));
+    args2 = g_strdup_printf("%s -checkpoints dir=%s",
+                            disk_args(bchild0, bchild1), dir);
+    qts = vm_start(args2);
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    g_assert_cmpint(qlist_size(list), ==, 2);
+    g_assert(qdict_get_bool(find_checkpoint(list, b), "current"));
+    qobject_unref(rsp);
+    qtest_quit(qts);
+
+    /* The old images do not match the store any more */
+    qts = vm_start(disk_args(qcow2, vhdx));
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'dir': %s}}", dir);
+    assert_contains(err, "expects disk 'd0' to use");
+    qtest_quit(qts);
+}
+
+static void test_create_no_store(void)
+{
+    QTestState *qts = vm_start(NULL);
+    g_autofree char *err = NULL;
+
+    err = qmp_error(qts, "{'execute': 'checkpoint-create',"
+                    " 'arguments': {'type': 'standard'}}");
+    assert_contains(err, "No checkpoint store is set");
+    qtest_quit(qts);
+}
+
+int main(int argc, char **argv)
+{
+    g_autofree char *rm = NULL;
+    int ret;
+
+    g_test_init(&argc, &argv, NULL);
+    if (!qtest_has_machine("microvm")) {
+        g_test_skip("microvm machine not available");
+        return g_test_run();
+    }
+    tmpdir = g_dir_make_tmp("checkpoint-test-XXXXXX", NULL);
+    g_assert(tmpdir);
+
+    qtest_add_func("/checkpoint/fresh", test_fresh);
+    qtest_add_func("/checkpoint/set-parameters", test_set_parameters);
+    qtest_add_func("/checkpoint/rename-refused", test_rename_refused);
+    qtest_add_func("/checkpoint/store-reload", test_store_reload);
+    qtest_add_func("/checkpoint/corrupt", test_corrupt);
+    qtest_add_func("/checkpoint/corrupt-cmdline", test_corrupt_cmdline);
+    qtest_add_func("/checkpoint/disk-mismatch", test_disk_mismatch);
+    qtest_add_func("/checkpoint/type-only", test_type_only);
+    qtest_add_func("/checkpoint/create", test_create);
+    qtest_add_func("/checkpoint/create-no-store", test_create_no_store);
+    ret = g_test_run();
+
+    rm = g_strdup_printf("rm -rf %s", tmpdir);
+    g_assert(g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL));
+    g_free(tmpdir);
+    return ret;
+}
