@@ -11,6 +11,7 @@
 
 #include "qemu/osdep.h"
 #include "libqtest.h"
+#include "hvcp-qtest-util.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qjson.h"
@@ -37,23 +38,6 @@ static void write_file(const char *path, const char *text)
     g_assert(g_file_set_contents(path, text, -1, NULL));
 }
 
-/* Run a QMP command expected to fail; returns its error description */
-static char * G_GNUC_PRINTF(2, 3) qmp_error(QTestState *qts,
-                                            const char *fmt, ...)
-{
-    va_list ap;
-    QDict *rsp, *err;
-    char *desc;
-
-    va_start(ap, fmt);
-    rsp = qtest_vqmp(qts, fmt, ap);
-    va_end(ap);
-    g_assert(qdict_haskey(rsp, "error"));
-    err = qdict_get_qdict(rsp, "error");
-    desc = g_strdup(qdict_get_str(err, "desc"));
-    qobject_unref(rsp);
-    return desc;
-}
 
 static void assert_contains(const char *s, const char *sub)
 {

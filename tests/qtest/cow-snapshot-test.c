@@ -16,6 +16,7 @@
 #include "qemu/bswap.h"
 #include "qemu/cutils.h"
 #include "libqtest.h"
+#include "hvcp-qtest-util.h"
 #include "qobject/qdict.h"
 #include "../../migration/cow-snapshot/format.h"
 
@@ -53,23 +54,6 @@ static char *save_and_wait(QTestState *qts, const char *path,
     return status;
 }
 
-/* Run a QMP command expected to fail; returns its error description */
-static char * G_GNUC_PRINTF(2, 3) qmp_error(QTestState *qts,
-                                            const char *fmt, ...)
-{
-    va_list ap;
-    QDict *rsp, *err;
-    char *desc;
-
-    va_start(ap, fmt);
-    rsp = qtest_vqmp(qts, fmt, ap);
-    va_end(ap);
-    g_assert(qdict_haskey(rsp, "error"));
-    err = qdict_get_qdict(rsp, "error");
-    desc = g_strdup(qdict_get_str(err, "desc"));
-    qobject_unref(rsp);
-    return desc;
-}
 
 static char *load_error(QTestState *qts, const char *path)
 {
