@@ -47,6 +47,19 @@ def qemu_io(*args):
     return run(QEMU_IO, *args)
 
 
+def contents(image, tmp, *opts):
+    """The virtual disk of image as bytes (qemu-img convert to raw, with
+    extra convert options opts); qemu-img's error text if that fails."""
+    raw = os.path.join(tmp, 'contents.raw')
+    r = qemu_img('convert', *opts, '-O', 'raw', image, raw)
+    if r.returncode != 0:
+        return r.stderr.encode()
+    with open(raw, 'rb') as f:
+        data = f.read()
+    os.unlink(raw)
+    return data
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, 'rb') as f:

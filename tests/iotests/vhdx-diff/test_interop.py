@@ -14,20 +14,17 @@
 # Prints TAP.
 
 import gzip
-import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vhdx_image  # noqa: E402
+from hvcp_tap import QEMU_IMG, qemu_img, sha256_file  # noqa: E402
 
-BUILD = os.environ.get('HVCP_BUILD', '')
 INTEROP = os.environ.get('HVCP_INTEROP_DIR', '')
-QEMU_IMG = os.path.join(BUILD, 'qemu-img')
 
 PARENT_NAME = 'Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx'
 PARENT_GUID = uuid.UUID('ff34003b-11ed-4cf8-a166-b2be05e20b80')
@@ -51,22 +48,6 @@ def tap(ok, name, diag=''):
     for line in diag.splitlines():
         print(f'# {line}')
     sys.stdout.flush()
-
-
-def qemu_img(*args):
-    return subprocess.run([QEMU_IMG] + list(args), capture_output=True,
-                          text=True)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while True:
-            buf = f.read(4 * 1024 * 1024)
-            if not buf:
-                break
-            h.update(buf)
-    return h.hexdigest()
 
 
 def gunzip(name, dst):

@@ -22,7 +22,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 # QEMU's python/ (qemu.machine, qemu.qmp), unless PYTHONPATH has it
 sys.path.append(os.path.join(HERE, '..', '..', '..', 'qemu', 'python'))
-from hvcp_tap import Tap, BUILD, qemu_img, qemu_io, need_tools  # noqa: E402
+from hvcp_tap import (Tap, BUILD, contents, qemu_img, qemu_io,  # noqa: E402
+                      need_tools)
 
 t = Tap()
 MiB = 1024 * 1024
@@ -90,17 +91,6 @@ def model_upto(depth):
         for off, length, pat in layer:
             m.write(off, length, pat)
     return m
-
-
-def contents(image, tmp, *opts):
-    raw = os.path.join(tmp, 'contents.raw')
-    r = qemu_img('convert', *opts, '-O', 'raw', image, raw)
-    if r.returncode != 0:
-        return r.stderr.encode()
-    with open(raw, 'rb') as f:
-        data = f.read()
-    os.unlink(raw)
-    return data
 
 
 def same(got, want):

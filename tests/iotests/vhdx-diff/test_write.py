@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hvcp_tap import (Tap, QEMU_IO, qemu_img, qemu_io, run,  # noqa: E402
+from hvcp_tap import (Tap, QEMU_IO, contents, qemu_img, qemu_io, run,  # noqa: E402
                       sha256_file, need_tools)
 
 t = Tap()
@@ -51,17 +51,6 @@ def apply(image, model, writes, fmt='vhdx'):
     r = qemu_io('-f', fmt, *cmds, image)
     assert r.returncode == 0 and 'error' not in r.stdout.lower(), \
         r.stdout + r.stderr
-
-
-def contents(image, tmp):
-    raw = os.path.join(tmp, 'contents.raw')
-    r = qemu_img('convert', '-O', 'raw', image, raw)
-    if r.returncode != 0:
-        return r.stderr.encode()
-    with open(raw, 'rb') as f:
-        data = f.read()
-    os.unlink(raw)
-    return data
 
 
 def first_diff(a, b):
