@@ -29,6 +29,14 @@ const MSGUID vhdx_parent_locator_type_vhdx = {
     .data4 = { 0xb7, 0x89, 0x25, 0xb8, 0xe9, 0x44, 0x59, 0x13 }
 };
 
+/* Metadata item id of the Parent Locator */
+const MSGUID vhdx_parent_locator_item = {
+    .data1 = 0xa8d35f2d,
+    .data2 = 0xb30b,
+    .data3 = 0x454d,
+    .data4 = { 0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c }
+};
+
 #define VHDX_LOCATOR_HEADER_SIZE  20
 #define VHDX_LOCATOR_ENTRY_SIZE   12
 

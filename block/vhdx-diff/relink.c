@@ -23,14 +23,6 @@
 #include "block/block_int.h"
 #include "vhdx-diff.h"
 
-/* Metadata item id of the Parent Locator */
-static const MSGUID vhdx_parent_locator_item = {
-    .data1 = 0xa8d35f2d,
-    .data2 = 0xb30b,
-    .data3 = 0x454d,
-    .data4 = { 0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c }
-};
-
 #define VHDX_MD_HEADER_SIZE  32
 #define VHDX_MD_ENTRY_SIZE   32
 

@@ -188,10 +188,6 @@ static const MSGUID vhdx_peek_logical_sector = {
     .data1 = 0x8141bf1d, .data2 = 0xa96f, .data3 = 0x4709,
     .data4 = { 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f }
 };
-static const MSGUID vhdx_peek_parent_locator = {
-    .data1 = 0xa8d35f2d, .data2 = 0xb30b, .data3 = 0x454d,
-    .data4 = { 0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c }
-};
 
 /* What the chain checks need to know of a parent */
 typedef struct VHDXPeek {
@@ -324,7 +320,7 @@ static int vhdx_diff_peek(const char *path, VHDXPeek *p, Error **errp)
             len > md_len - off) {
             continue;
         }
-        if (guid_eq(id, vhdx_peek_parent_locator)) {
+        if (guid_eq(id, vhdx_parent_locator_item)) {
             loc_off = off;
             loc_len = len;
             continue;

@@ -20,6 +20,8 @@
 
 /* Parent locator type of a VHDX parent, b04aefb7-d19e-4a81-b789-25b8e9445913 */
 extern const MSGUID vhdx_parent_locator_type_vhdx;
+/* Metadata item id of the Parent Locator, a8d35f2d-b30b-454d-abf7-d3d84834ab0c */
+extern const MSGUID vhdx_parent_locator_item;
 
 /* Sector bitmap blocks are 1 MiB: one bit for each of 2^23 sectors */
 #define VHDX_SB_BLOCK_SIZE  (1 * MiB)
