@@ -8,6 +8,8 @@
 
 #include "qemu/osdep.h"
 #include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/uuid.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-checkpoint.h"
 #include "qapi/util.h"
@@ -137,6 +139,93 @@ static bool check_disks(const char *dir, CheckpointManifest *m,
     return true;
 }
 
+/* Remove a file or an empty folder that a crashed operation left */
+static void remove_leftover(const char *path)
+{
+    if (unlink(path) == 0 || errno == ENOENT) {
+        return;
+    }
+    if (errno == EISDIR && (rmdir(path) == 0 || errno == ENOENT)) {
+        return;
+    }
+    warn_report("Checkpoint store: cannot remove '%s': %s", path,
+                strerror(errno));
+}
+
+/* Remove checkpoint @e from @m: children and "Now" go to its parent */
+static void manifest_drop(CheckpointManifest *m, CheckpointManifestEntry *e)
+{
+    CheckpointManifestEntryList **p = &m->checkpoints, *l;
+
+    for (l = m->checkpoints; l; l = l->next) {
+        if (!g_strcmp0(l->value->parent, e->id)) {
+            g_free(l->value->parent);
+            l->value->parent = g_strdup(e->parent);
+        }
+    }
+    if (!g_strcmp0(m->current, e->id)) {
+        g_free(m->current);
+        m->current = g_strdup(e->parent);
+    }
+    while ((*p)->value != e) {
+        p = &(*p)->next;
+    }
+    l = *p;
+    *p = l->next;
+    l->next = NULL;
+    qapi_free_CheckpointManifestEntryList(l);
+}
+
+/*
+ * Finish what a QEMU that died left in @m (FORMAT.md, "Recovery"): the
+ * files of an unfinished operation are removed (the new ones of an
+ * operation that did not reach its commit, the replaced ones of one
+ * that did), and checkpoints whose memory save never ended are dropped.
+ */
+static void recover(const char *dir, CheckpointManifest *m)
+{
+    CheckpointManifestEntryList *l, *next;
+    strList *f;
+
+    if (m->operation) {
+        CheckpointManifestOperation *op = m->operation;
+
+        warn_report("Checkpoint store '%s': finishing the %s of checkpoint"
+                    " %s that QEMU did not end", dir,
+                    CheckpointOperation_str(op->op), op->checkpoint);
+        for (f = op->new_files; f; f = f->next) {
+            remove_leftover(f->value);
+        }
+        for (f = op->stale_files; f; f = f->next) {
+            remove_leftover(f->value);
+        }
+        qapi_free_CheckpointManifestOperation(op);
+        m->operation = NULL;
+    }
+    for (l = m->checkpoints; l; l = next) {
+        CheckpointManifestEntry *e = l->value;
+
+        next = l->next;
+        if (e->state != CHECKPOINT_STATE_CREATING) {
+            continue;
+        }
+        warn_report("Checkpoint store '%s': dropping checkpoint '%s' (%s):"
+                    " QEMU stopped before its memory was saved", dir,
+                    e->name, e->id);
+        if (e->state_file) {
+            g_autofree char *state = g_build_filename(dir, e->state_file,
+                                                      NULL);
+            g_autofree char *folder = g_path_get_dirname(state);
+
+            remove_leftover(state);
+            if (strcmp(folder, dir)) {
+                remove_leftover(folder);
+            }
+        }
+        manifest_drop(m, e);
+    }
+}
+
 /* Open (or create) the store in @dir; replaces the current one */
 static bool set_store(const char *dir, Error **errp)
 {
@@ -178,6 +267,7 @@ static bool set_store(const char *dir, Error **errp)
         qapi_free_CheckpointManifest(m);
         return false;
     }
+    recover(abs, m);
     /* Mark the folder as a store, and check that it is writable */
     if (!checkpoint_manifest_save(abs, m, errp)) {
         qapi_free_CheckpointManifest(m);
@@ -235,8 +325,7 @@ CheckpointParameters *qmp_query_checkpoint_parameters(Error **errp)
     return p;
 }
 
-/* The node of an open image file, if any */
-static BlockDriverState *find_image(const char *filename)
+BlockDriverState *checkpoint_find_image(const char *filename)
 {
     BlockDriverState *bs = NULL;
 
@@ -262,7 +351,7 @@ static CheckpointDiskInfo *disk_info(CheckpointManifestDisk *d)
         info->has_disk_size = true;
         info->disk_size = (int64_t)st.st_blocks * 512;
     }
-    bs = find_image(d->filename);
+    bs = checkpoint_find_image(d->filename);
     if (bs) {
         int64_t len;
 
@@ -315,9 +404,8 @@ CheckpointInfoList *qmp_query_checkpoints(Error **errp)
     return head;
 }
 
-/* The checkpoint with id or (unique) name @key */
-static CheckpointManifestEntry *find_checkpoint(const char *key,
-                                                Error **errp)
+CheckpointManifestEntry *checkpoint_store_find(const char *key,
+                                               Error **errp)
 {
     CheckpointManifestEntry *found = NULL;
     CheckpointManifestEntryList *l;
@@ -357,7 +445,7 @@ void qmp_checkpoint_rename(const char *checkpoint, const char *name,
     if (!checkpoint_name_valid(name, errp)) {
         return;
     }
-    e = find_checkpoint(checkpoint, errp);
+    e = checkpoint_store_find(checkpoint, errp);
     if (!e) {
         return;
     }
@@ -397,6 +485,8 @@ bool checkpoint_store_add(CheckpointManifestEntry *e,
     ckpt.manifest->current = g_strdup(e->id);
     qapi_free_CheckpointManifestDiskList(ckpt.manifest->active);
     ckpt.manifest->active = active;
+    qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
+    ckpt.manifest->operation = NULL;
     return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
 }
 
@@ -415,21 +505,84 @@ bool checkpoint_store_set_state(const char *id, CheckpointState state,
 
 bool checkpoint_store_drop(const char *id, Error **errp)
 {
-    CheckpointManifestEntryList **p = &ckpt.manifest->checkpoints;
+    CheckpointManifestEntry *e = entry_by_id(id);
 
-    while (*p && strcmp((*p)->value->id, id)) {
-        p = &(*p)->next;
-    }
-    if (*p) {
-        CheckpointManifestEntryList *l = *p;
-
-        if (!g_strcmp0(ckpt.manifest->current, id)) {
-            g_free(ckpt.manifest->current);
-            ckpt.manifest->current = g_strdup(l->value->parent);
-        }
-        *p = l->next;
-        l->next = NULL;
-        qapi_free_CheckpointManifestEntryList(l);
+    if (e) {
+        manifest_drop(ckpt.manifest, e);
     }
     return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}
+
+CheckpointManifest *checkpoint_store_manifest(void)
+{
+    return ckpt.manifest;
+}
+
+bool checkpoint_store_save(Error **errp)
+{
+    return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}
+
+bool checkpoint_store_begin_operation(CheckpointOperation op,
+                                      const char *id, strList *new_files,
+                                      Error **errp)
+{
+    CheckpointManifestOperation *o = g_new0(CheckpointManifestOperation, 1);
+
+    o->op = op;
+    o->checkpoint = g_strdup(id);
+    o->new_files = new_files;
+    qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
+    ckpt.manifest->operation = o;
+    if (!checkpoint_store_save(errp)) {
+        qapi_free_CheckpointManifestOperation(o);
+        ckpt.manifest->operation = NULL;
+        return false;
+    }
+    return true;
+}
+
+void checkpoint_store_end_operation(void)
+{
+    Error *local_err = NULL;
+
+    qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
+    ckpt.manifest->operation = NULL;
+    if (!checkpoint_store_save(&local_err)) {
+        error_report_err(local_err);
+    }
+}
+
+char *checkpoint_child_name(const char *parent, const char *id,
+                            const char *ext)
+{
+    g_autofree char *dir = g_path_get_dirname(parent);
+    g_autofree char *base = g_path_get_basename(parent);
+    char *dot = strrchr(base, '.');
+    g_autofree char *name = NULL;
+    size_t len;
+    QemuUUID uuid;
+
+    if (dot && dot != base) {
+        *dot = '\0';
+    }
+    /* A child of a child is named after the disk: drop "_<old id>" */
+    len = strlen(base);
+    if (len > UUID_STR_LEN && base[len - UUID_STR_LEN] == '_' &&
+        qemu_uuid_parse(base + len - UUID_STR_LEN + 1, &uuid) == 0) {
+        base[len - UUID_STR_LEN] = '\0';
+    }
+    name = g_strdup_printf("%s_%s.%s", base, id, ext);
+    return g_build_filename(dir, name, NULL);
+}
+
+void checkpoint_crash_point(const char *point)
+{
+    const char *want = getenv("QEMU_CHECKPOINT_CRASH_AT");
+
+    if (want && !strcmp(want, point)) {
+        error_report("checkpoint: killed at '%s' (QEMU_CHECKPOINT_CRASH_AT)",
+                     point);
+        raise(SIGKILL);
+    }
 }

@@ -43,8 +43,9 @@ char *checkpoint_disk_name(BlockBackend *blk);
 
 /*
  * Add @e (taken over) to the tree under the current checkpoint, make
- * it current and @active (taken over) the disks' active images; save.
- * On a save error the tree in memory is changed all the same.
+ * it current and @active (taken over) the disks' active images, end
+ * the recorded operation; save.  On a save error the tree in memory is
+ * changed all the same.
  */
 bool checkpoint_store_add(CheckpointManifestEntry *e,
                           CheckpointManifestDiskList *active, Error **errp);
@@ -54,15 +55,72 @@ bool checkpoint_store_set_state(const char *id, CheckpointState state,
                                 Error **errp);
 
 /*
- * Remove the leaf checkpoint @id from the tree (its parent becomes
- * current if it was) and save.
+ * Remove checkpoint @id from the tree (its children and, if it was
+ * current, "Now" move to its parent) and save.
  */
 bool checkpoint_store_drop(const char *id, Error **errp);
+
+/* The loaded manifest (NULL while no store is set) */
+CheckpointManifest *checkpoint_store_manifest(void);
+
+/* Write the manifest of the store */
+bool checkpoint_store_save(Error **errp);
+
+/*
+ * The checkpoint with id or (unique) name @key; @errp says why there is
+ * none (no store, unknown, ambiguous name)
+ */
+CheckpointManifestEntry *checkpoint_store_find(const char *key,
+                                               Error **errp);
+
+/*
+ * Record in the manifest that operation @op on checkpoint @id is about
+ * to make @new_files (taken over): a crash before the operation ends
+ * has them removed when the store is opened again.
+ */
+bool checkpoint_store_begin_operation(CheckpointOperation op,
+                                      const char *id, strList *new_files,
+                                      Error **errp);
+
+/* Forget the recorded operation and save (errors are reported only) */
+void checkpoint_store_end_operation(void);
+
+/* The node of the open image whose file is @filename, or NULL */
+BlockDriverState *checkpoint_find_image(const char *filename);
+
+/*
+ * "<dir>/<disk>_<id>.<ext>" for the parent "<dir>/<disk>.<anything>" or
+ * "<dir>/<disk>_<older id>.<anything>": differencing images are named
+ * after their disk, as Hyper-V names its AVHDX files
+ */
+char *checkpoint_child_name(const char *parent, const char *id,
+                            const char *ext);
+
+/*
+ * Crash tests: when the environment variable QEMU_CHECKPOINT_CRASH_AT
+ * names @point, QEMU kills itself with SIGKILL here.
+ */
+void checkpoint_crash_point(const char *point);
 
 /* create.c */
 
 /* Is a checkpoint being created? */
 bool checkpoint_create_busy(void);
+
+/*
+ * Start creating a standard checkpoint (checkpoint-create); returns its
+ * id.  The memory save goes on after the return, in job @job_id.
+ */
+char *checkpoint_create_start(const char *name, const char *job_id,
+                              Error **errp);
+
+/* Why the last create whose memory save ended failed, or NULL */
+const char *checkpoint_create_last_error(void);
+
+/* apply.c */
+
+/* Is a checkpoint being applied? */
+bool checkpoint_apply_busy(void);
 
 /* store.c: the manifest */
 
@@ -89,6 +147,13 @@ bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
 
 /* Check the rules of FORMAT.md; @errp names what is wrong */
 bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp);
+
+/*
+ * Is @path a name an operation may record for removal after a crash:
+ * absolute, and a state file, a checkpoint folder or a differencing
+ * image "<disk>_<uuid>.<ext>"?
+ */
+bool checkpoint_leftover_name_valid(const char *path);
 
 /* Is @name a valid checkpoint name (1 to 100 characters)? */
 bool checkpoint_name_valid(const char *name, Error **errp);

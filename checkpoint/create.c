@@ -51,6 +51,14 @@ typedef struct CheckpointCreate {
 /* The create in progress (one at a time) */
 static CheckpointCreate *creating;
 
+/* Why the last memory save failed (checkpoint-apply's checkpoint-first) */
+static char *last_error;
+
+const char *checkpoint_create_last_error(void)
+{
+    return last_error;
+}
+
 bool checkpoint_create_busy(void)
 {
     return creating != NULL;
@@ -114,6 +122,7 @@ static void checkpoint_create_finish(CheckpointCreate *c)
     Error *local_err = NULL;
     g_autofree char *why = NULL;
 
+    checkpoint_crash_point("create-saving");
     if (c->status == COW_SNAPSHOT_STATUS_COMPLETED) {
         if (checkpoint_store_set_state(c->id, CHECKPOINT_STATE_READY,
                                        &local_err)) {
@@ -137,7 +146,11 @@ static void checkpoint_create_finish(CheckpointCreate *c)
             error_report_err(local_err);
         }
         remove_state_dir(c->state_dir);
+        g_free(last_error);
+        last_error = g_strdup(why);
         c->job->error = g_steal_pointer(&why);
+    } else {
+        g_clear_pointer(&last_error, g_free);
     }
     c->job->finished = true;
     job_enter(&c->job->common);
@@ -171,33 +184,6 @@ static void checkpoint_create_done(void *opaque, CowSnapshotStatus status,
     } else if (c->recorded) {
         checkpoint_create_finish(c);
     }
-}
-
-/*
- * "<dir>/<disk>_<id>.<ext>" for the parent "<dir>/<disk>.<anything>" or
- * "<dir>/<disk>_<older id>.<anything>"
- */
-static char *child_name(const char *parent, const char *id, const char *ext)
-{
-    g_autofree char *dir = g_path_get_dirname(parent);
-    g_autofree char *base = g_path_get_basename(parent);
-    char *dot = strrchr(base, '.');
-    g_autofree char *name = NULL;
-
-    size_t len;
-    QemuUUID uuid;
-
-    if (dot && dot != base) {
-        *dot = '\0';
-    }
-    /* A child of a child is named after the disk: drop "_<old id>" */
-    len = strlen(base);
-    if (len > UUID_STR_LEN && base[len - UUID_STR_LEN] == '_' &&
-        qemu_uuid_parse(base + len - UUID_STR_LEN + 1, &uuid) == 0) {
-        base[len - UUID_STR_LEN] = '\0';
-    }
-    name = g_strdup_printf("%s_%s.%s", base, id, ext);
-    return g_build_filename(dir, name, NULL);
 }
 
 typedef struct DiskSwitch {
@@ -263,8 +249,9 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
                              " '%s'", d->device);
             return NULL;
         }
-        d->child = child_name(d->frozen, id,
-                              strcmp(fmt, "vhdx") ? "qcow2" : "avhdx");
+        d->child = checkpoint_child_name(d->frozen, id,
+                                         strcmp(fmt, "vhdx") ? "qcow2" :
+                                         "avhdx");
         if (access(d->child, F_OK) == 0) {
             error_setg(errp, "Cannot create '%s' for disk '%s': the file"
                        " exists", d->child, d->device);
@@ -338,25 +325,207 @@ static char *default_name(void)
     return g_strdup_printf("%s - %s", vm ? vm : "VM", when);
 }
 
+/* Can a checkpoint be taken now? */
+static bool create_allowed(Error **errp)
+{
+    if (!checkpoint_store_dir()) {
+        error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
+                   " or checkpoint-set-parameters)");
+        return false;
+    }
+    if (creating) {
+        error_setg(errp, "A checkpoint is being created already");
+        return false;
+    }
+    if (migration_is_running()) {
+        error_setg(errp, "Cannot take a checkpoint while a migration runs");
+        return false;
+    }
+    if (cow_snapshot_is_active()) {
+        error_setg(errp, "Cannot take a checkpoint while a memory snapshot"
+                   " is being saved");
+        return false;
+    }
+    if (!runstate_is_running() && !runstate_check(RUN_STATE_PAUSED)) {
+        error_setg(errp, "Cannot take a checkpoint in VM state '%s'",
+                   RunState_str(runstate_get()));
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The files the create is about to make, recorded in the manifest
+ * before the pause so that a crash before the checkpoint is recorded
+ * has them removed
+ */
+static bool record_new_files(const char *id, GPtrArray *disks,
+                             const char *state_dir, Error **errp)
+{
+    strList *files = NULL;
+    int i;
+
+    QAPI_LIST_PREPEND(files, g_strdup(state_dir));
+    QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
+    for (i = 0; i < disks->len; i++) {
+        DiskSwitch *d = g_ptr_array_index(disks, i);
+
+        QAPI_LIST_PREPEND(files, g_strdup(d->child));
+    }
+    return checkpoint_store_begin_operation(CHECKPOINT_OPERATION_CREATE, id,
+                                            files, errp);
+}
+
+/* The manifest entry of the new checkpoint and the disks' new images */
+static CheckpointManifestEntry *new_entry(const char *id, const char *name,
+                                          GPtrArray *disks,
+                                          CheckpointManifestDiskList **active)
+{
+    CheckpointManifestEntry *e = g_new0(CheckpointManifestEntry, 1);
+    int i;
+
+    e->id = g_strdup(id);
+    e->name = name ? g_strdup(name) : default_name();
+    e->type = CHECKPOINT_TYPE_STANDARD;
+    e->state = CHECKPOINT_STATE_CREATING;
+    e->created = time(NULL);
+    e->state_file = g_build_filename(id, "state", NULL);
+    *active = NULL;
+    for (i = disks->len - 1; i >= 0; i--) {
+        DiskSwitch *d = g_ptr_array_index(disks, i);
+        CheckpointManifestDisk *frozen = g_new0(CheckpointManifestDisk, 1);
+        CheckpointManifestDisk *child = g_new0(CheckpointManifestDisk, 1);
+
+        frozen->device = g_strdup(d->device);
+        frozen->filename = g_strdup(d->frozen);
+        frozen->format = g_strdup(d->format);
+        QAPI_LIST_PREPEND(e->disks, frozen);
+        child->device = g_strdup(d->device);
+        child->filename = g_strdup(d->child);
+        child->format = g_strdup(d->format);
+        QAPI_LIST_PREPEND(*active, child);
+    }
+    return e;
+}
+
+char *checkpoint_create_start(const char *name, const char *job_id,
+                              Error **errp)
+{
+    CowSnapshotOptions opts = { .done = checkpoint_create_done };
+    g_autoptr(GPtrArray) disks = NULL;
+    g_autofree char *id = NULL, *state = NULL, *default_job = NULL;
+    CheckpointManifestDiskList *active;
+    CheckpointManifestEntry *e;
+    CheckpointCreate *c;
+    QemuUUID uuid;
+    Error *local_err = NULL;
+    Job *job;
+    bool was_running;
+
+    if (!create_allowed(errp)) {
+        return NULL;
+    }
+    qemu_uuid_generate(&uuid);
+    id = qemu_uuid_unparse_strdup(&uuid);
+    disks = plan_disks(id, errp);
+    if (!disks) {
+        return NULL;
+    }
+    c = g_new0(CheckpointCreate, 1);
+    c->id = g_strdup(id);
+    c->state_dir = g_build_filename(checkpoint_store_dir(), id, NULL);
+    state = g_build_filename(c->state_dir, "state", NULL);
+    if (!job_id) {
+        default_job = g_strdup_printf("checkpoint-%s", id);
+        job_id = default_job;
+    }
+    job = job_create(job_id, &checkpoint_create_job_driver, NULL,
+                     qemu_get_aio_context(), JOB_DEFAULT, NULL, NULL, errp);
+    if (!job) {
+        goto fail_early;
+    }
+    if (!record_new_files(id, disks, c->state_dir, errp)) {
+        goto fail_job;
+    }
+    if (g_mkdir_with_parents(c->state_dir, 0700) < 0) {
+        error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
+        goto fail_operation;
+    }
+    opts.opaque = c;
+    /* RAM armed while the VM runs: the pause does not grow with RAM */
+    if (!cow_snapshot_prepare(state, &opts, errp)) {
+        goto fail_dir;
+    }
+
+    /* The pause: memory and disks of the same instant */
+    was_running = runstate_is_running();
+    vm_stop(RUN_STATE_PAUSED);
+    if (!cow_snapshot_begin(state, &opts, errp)) {
+        goto fail_resume;
+    }
+    creating = c;
+    c->job = container_of(job, CheckpointCreateJob, common);
+    checkpoint_crash_point("create-before-switch");
+    if (!switch_disks(disks, id, &local_err)) {
+        error_propagate_prepend(errp, local_err, "Cannot switch the disks"
+                                " to new differencing images: ");
+        c->abandoned = true;
+        c->job = NULL;
+        if (c->saved) {
+            checkpoint_create_abandon(c);
+        } else {
+            /* The callback cleans up */
+            cow_snapshot_cancel();
+        }
+        checkpoint_store_end_operation();
+        if (was_running) {
+            vm_start();
+        }
+        job_early_fail(job);
+        return NULL;
+    }
+    checkpoint_crash_point("create-after-switch");
+
+    /* Recorded before the guest writes to the children */
+    e = new_entry(id, name, disks, &active);
+    if (!checkpoint_store_add(e, active, &local_err)) {
+        /* The tree in memory has it; the next manifest write saves it */
+        error_report_err(local_err);
+    }
+    if (was_running) {
+        vm_start();
+    }
+
+    job_start(job);
+    c->recorded = true;
+    if (c->saved) {
+        checkpoint_create_finish(c);
+    }
+    return g_steal_pointer(&id);
+
+fail_resume:
+    if (was_running) {
+        vm_start();
+    }
+fail_dir:
+    remove_state_dir(c->state_dir);
+fail_operation:
+    checkpoint_store_end_operation();
+fail_job:
+    job_early_fail(job);
+fail_early:
+    checkpoint_create_free_state(c);
+    return NULL;
+}
+
 CheckpointCreateResult *qmp_checkpoint_create(const char *name,
                                               bool has_type,
                                               CheckpointDefaultType type,
                                               const char *job_id,
                                               Error **errp)
 {
-    CowSnapshotOptions opts = { .done = checkpoint_create_done };
-    g_autoptr(GPtrArray) disks = NULL;
-    g_autofree char *id = NULL, *state = NULL, *default_job = NULL;
-    g_autofree char *cname = NULL;
-    CheckpointManifestDiskList *active = NULL;
-    CheckpointManifestEntry *e;
     CheckpointCreateResult *ret;
-    CheckpointCreate *c;
-    QemuUUID uuid;
-    Error *local_err = NULL;
-    Job *job;
-    bool was_running;
-    int i;
+    char *id;
 
     if (!checkpoint_store_dir()) {
         error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
@@ -381,128 +550,15 @@ CheckpointCreateResult *qmp_checkpoint_create(const char *name,
     if (name && !checkpoint_name_valid(name, errp)) {
         return NULL;
     }
-    if (creating) {
-        error_setg(errp, "A checkpoint is being created already");
+    if (checkpoint_apply_busy()) {
+        error_setg(errp, "A checkpoint is being applied");
         return NULL;
     }
-    if (migration_is_running()) {
-        error_setg(errp, "Cannot take a checkpoint while a migration runs");
+    id = checkpoint_create_start(name, job_id, errp);
+    if (!id) {
         return NULL;
-    }
-    if (cow_snapshot_is_active()) {
-        error_setg(errp, "Cannot take a checkpoint while a memory snapshot"
-                   " is being saved");
-        return NULL;
-    }
-    if (!runstate_is_running() && !runstate_check(RUN_STATE_PAUSED)) {
-        error_setg(errp, "Cannot take a checkpoint in VM state '%s'",
-                   RunState_str(runstate_get()));
-        return NULL;
-    }
-
-    qemu_uuid_generate(&uuid);
-    id = qemu_uuid_unparse_strdup(&uuid);
-    disks = plan_disks(id, errp);
-    if (!disks) {
-        return NULL;
-    }
-    c = g_new0(CheckpointCreate, 1);
-    c->id = g_strdup(id);
-    c->state_dir = g_build_filename(checkpoint_store_dir(), id, NULL);
-    state = g_build_filename(c->state_dir, "state", NULL);
-    if (!job_id) {
-        default_job = g_strdup_printf("checkpoint-%s", id);
-        job_id = default_job;
-    }
-    job = job_create(job_id, &checkpoint_create_job_driver, NULL,
-                     qemu_get_aio_context(), JOB_DEFAULT, NULL, NULL, errp);
-    if (!job) {
-        goto fail_early;
-    }
-    if (g_mkdir_with_parents(c->state_dir, 0700) < 0) {
-        error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
-        goto fail_job;
-    }
-    opts.opaque = c;
-    /* RAM armed while the VM runs: the pause does not grow with RAM */
-    if (!cow_snapshot_prepare(state, &opts, errp)) {
-        goto fail_dir;
-    }
-
-    /* The pause: memory and disks of the same instant */
-    was_running = runstate_is_running();
-    vm_stop(RUN_STATE_PAUSED);
-    if (!cow_snapshot_begin(state, &opts, errp)) {
-        goto fail_resume;
-    }
-    creating = c;
-    c->job = container_of(job, CheckpointCreateJob, common);
-    if (!switch_disks(disks, id, &local_err)) {
-        error_propagate_prepend(errp, local_err, "Cannot switch the disks"
-                                " to new differencing images: ");
-        c->abandoned = true;
-        c->job = NULL;
-        if (c->saved) {
-            checkpoint_create_abandon(c);
-        } else {
-            /* The callback cleans up */
-            cow_snapshot_cancel();
-        }
-        if (was_running) {
-            vm_start();
-        }
-        job_early_fail(job);
-        return NULL;
-    }
-
-    /* Recorded before the guest writes to the children */
-    e = g_new0(CheckpointManifestEntry, 1);
-    e->id = g_strdup(id);
-    e->name = name ? g_strdup(name) : default_name();
-    e->type = CHECKPOINT_TYPE_STANDARD;
-    e->state = CHECKPOINT_STATE_CREATING;
-    e->created = time(NULL);
-    e->state_file = g_build_filename(id, "state", NULL);
-    for (i = disks->len - 1; i >= 0; i--) {
-        DiskSwitch *d = g_ptr_array_index(disks, i);
-        CheckpointManifestDisk *frozen = g_new0(CheckpointManifestDisk, 1);
-        CheckpointManifestDisk *child = g_new0(CheckpointManifestDisk, 1);
-
-        frozen->device = g_strdup(d->device);
-        frozen->filename = g_strdup(d->frozen);
-        frozen->format = g_strdup(d->format);
-        QAPI_LIST_PREPEND(e->disks, frozen);
-        child->device = g_strdup(d->device);
-        child->filename = g_strdup(d->child);
-        child->format = g_strdup(d->format);
-        QAPI_LIST_PREPEND(active, child);
-    }
-    if (!checkpoint_store_add(e, active, &local_err)) {
-        /* The tree in memory has it; the next manifest write saves it */
-        error_report_err(local_err);
-    }
-    if (was_running) {
-        vm_start();
-    }
-
-    job_start(job);
-    c->recorded = true;
-    if (c->saved) {
-        checkpoint_create_finish(c);
     }
     ret = g_new0(CheckpointCreateResult, 1);
-    ret->id = g_steal_pointer(&id);
+    ret->id = id;
     return ret;
-
-fail_resume:
-    if (was_running) {
-        vm_start();
-    }
-fail_dir:
-    remove_state_dir(c->state_dir);
-fail_job:
-    job_early_fail(job);
-fail_early:
-    checkpoint_create_free_state(c);
-    return NULL;
 }

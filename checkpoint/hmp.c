@@ -111,3 +111,36 @@ void hmp_checkpoint_rename(Monitor *mon, const QDict *qdict)
                           qdict_get_str(qdict, "name"), &err);
     hmp_handle_error(mon, err);
 }
+
+void hmp_checkpoint_create(Monitor *mon, const QDict *qdict)
+{
+    const char *name = qdict_get_try_str(qdict, "name");
+    bool standard = qdict_get_try_bool(qdict, "standard", false);
+    g_autoptr(CheckpointCreateResult) r = NULL;
+    Error *err = NULL;
+
+    r = qmp_checkpoint_create(name, standard, CHECKPOINT_DEFAULT_TYPE_STANDARD,
+                              NULL, &err);
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    monitor_printf(mon, "Creating checkpoint %s (memory is saved in the"
+                   " background; see info checkpoints)\n", r->id);
+}
+
+void hmp_checkpoint_apply(Monitor *mon, const QDict *qdict)
+{
+    bool first = qdict_get_try_bool(qdict, "checkpoint_first", false);
+    g_autoptr(CheckpointApplyResult) r = NULL;
+    Error *err = NULL;
+
+    r = qmp_checkpoint_apply(qdict_get_str(qdict, "checkpoint"), first, first,
+                             false, false, &err);
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    if (r->created) {
+        monitor_printf(mon, "The state before the apply is checkpoint %s\n",
+                       r->created);
+    }
+}

@@ -112,6 +112,70 @@ static bool disks_valid(const char *where, CheckpointManifestDiskList *l,
     return true;
 }
 
+bool checkpoint_leftover_name_valid(const char *path)
+{
+    g_autofree char *base = g_path_get_basename(path);
+    g_auto(GStrv) parts = NULL;
+    char *dot;
+    size_t len;
+    QemuUUID uuid;
+    int i;
+
+    if (!g_path_is_absolute(path)) {
+        return false;
+    }
+    parts = g_strsplit(path, "/", -1);
+    for (i = 0; parts[i]; i++) {
+        if (!strcmp(parts[i], "..")) {
+            return false;
+        }
+    }
+    /* A state file, or the folder of a checkpoint */
+    if (!strcmp(base, "state") || qemu_uuid_parse(base, &uuid) == 0) {
+        return true;
+    }
+    /* A differencing image "<disk>_<uuid>.<ext>" */
+    dot = strrchr(base, '.');
+    if (!dot) {
+        return false;
+    }
+    *dot = '\0';
+    len = strlen(base);
+    return len > UUID_STR_LEN && base[len - UUID_STR_LEN] == '_' &&
+           qemu_uuid_parse(base + len - UUID_STR_LEN + 1, &uuid) == 0;
+}
+
+/*
+ * The files of a recorded operation are removed when the store is
+ * opened: accept only names that checkpoints make, so that a forged
+ * manifest cannot have QEMU delete other files.
+ */
+static bool files_valid(const char *what, strList *l, Error **errp)
+{
+    for (; l; l = l->next) {
+        if (!checkpoint_leftover_name_valid(l->value)) {
+            error_setg(errp, "the unfinished operation lists %s '%s', which"
+                       " is not a file a checkpoint operation makes", what,
+                       l->value);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool operation_valid(CheckpointManifestOperation *op, Error **errp)
+{
+    QemuUUID uuid;
+
+    if (qemu_uuid_parse(op->checkpoint, &uuid) < 0) {
+        error_setg(errp, "the unfinished operation names checkpoint '%s',"
+                   " which is not a UUID", op->checkpoint);
+        return false;
+    }
+    return files_valid("new file", op->new_files, errp) &&
+           files_valid("replaced file", op->stale_files, errp);
+}
+
 bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp)
 {
     g_autoptr(GHashTable) ids = g_hash_table_new(g_str_hash, g_str_equal);
@@ -181,12 +245,7 @@ bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp)
     if (!disks_valid("active images", m->active, errp)) {
         return false;
     }
-    if (m->operation) {
-        /* Written by create and apply, which do not exist yet */
-        error_setg(errp, "an unfinished %s of checkpoint %s is recorded;"
-                   " this QEMU cannot recover it",
-                   CheckpointOperation_str(m->operation->op),
-                   m->operation->checkpoint);
+    if (m->operation && !operation_valid(m->operation, errp)) {
         return false;
     }
     return true;

@@ -5,13 +5,16 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * No guest code runs.  Stores with checkpoints are written by hand
- * (checkpoint/FORMAT.md), since checkpoint-create is not there yet.
+ * No guest code runs: disks are written with qemu-io through HMP, RAM
+ * through qtest.  Some stores are written by hand (checkpoint/FORMAT.md)
+ * to reach states the commands do not make (corrupt files, production
+ * checkpoints, what a crash leaves).
  */
 
 #include "qemu/osdep.h"
 #include "libqtest.h"
 #include "hvcp-qtest-util.h"
+#include "qapi/error.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qjson.h"
@@ -628,6 +631,484 @@ static void test_create_no_store(void)
     qtest_quit(qts);
 }
 
+/* Patterns in both disks (qemu-io through HMP) and in guest RAM */
+#define PATTERN_RAM 0x200000
+#define PATTERN_LEN 4096
+
+static void assert_pattern(QTestState *qts, uint8_t p);
+
+static void write_pattern(QTestState *qts, uint8_t p)
+{
+    static const char *const drives[] = { "d0", "d1" };
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(drives); i++) {
+        g_free(qtest_hmp(qts, "qemu-io %s \"write -P 0x%02x 0 64k\"",
+                         drives[i], p));
+    }
+    qtest_memset(qts, PATTERN_RAM, p, PATTERN_LEN);
+    assert_pattern(qts, p);
+}
+
+/* The node the guest device of disk @device uses now */
+static char *disk_node(QTestState *qts, const char *device)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-block'}");
+    const QListEntry *e;
+    char *node = NULL;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *b = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(b, "device"), device)) {
+            node = g_strdup(qdict_get_str(qdict_get_qdict(b, "inserted"),
+                                          "node-name"));
+        }
+    }
+    qobject_unref(rsp);
+    g_assert(node);
+    return node;
+}
+
+/*
+ * Read what the guest would see on @device: HMP's qemu-io prints on
+ * QEMU's stdout, not to the monitor, so the disk is exported over NBD
+ * (read-only) and checked with the qemu-io program.
+ */
+static void assert_disk_pattern(QTestState *qts, const char *device,
+                                uint8_t p)
+{
+    g_autofree char *node = disk_node(qts, device);
+    g_autofree char *sock = g_strdup_printf("%s/nbd.sock", tmpdir);
+    g_autofree char *qemu_io = NULL, *cmd = NULL, *out = NULL;
+    g_autofree char *dir = g_path_get_dirname(g_getenv("QTEST_QEMU_IMG"));
+    QDict *rsp;
+    int status;
+
+    rsp = qtest_qmp(qts, "{'execute': 'nbd-server-start', 'arguments':"
+                    " {'addr': {'type': 'unix', 'data': {'path': %s}}}}",
+                    sock);
+    qobject_unref(rsp);     /* started already, or now */
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'block-export-add', 'arguments':"
+        " {'type': 'nbd', 'id': 'check', 'node-name': %s,"
+        "  'name': 'check'}}", node);
+    qemu_io = g_build_filename(dir, "qemu-io", NULL);
+    cmd = g_strdup_printf("%s -r -f raw nbd+unix:///check?socket=%s"
+                          " -c 'read -P 0x%02x 0 64k'", qemu_io, sock, p);
+    g_assert(g_spawn_command_line_sync(cmd, &out, NULL, &status, NULL));
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'block-export-del', 'arguments': {'id': 'check'}}");
+    qtest_qmp_eventwait(qts, "BLOCK_EXPORT_DELETED");
+    if (!strstr(out, "read 65536/65536") ||
+        strstr(out, "verification failed")) {
+        g_test_message("disk %s, pattern 0x%02x: %s", device, p, out);
+        g_assert_not_reached();
+    }
+}
+
+static void assert_pattern(QTestState *qts, uint8_t p)
+{
+    uint8_t buf[PATTERN_LEN];
+    int i;
+
+    assert_disk_pattern(qts, "d0", p);
+    assert_disk_pattern(qts, "d1", p);
+    qtest_memread(qts, PATTERN_RAM, buf, sizeof(buf));
+    for (i = 0; i < sizeof(buf); i++) {
+        g_assert_cmphex(buf[i], ==, p);
+    }
+}
+
+static void assert_run_state(QTestState *qts, bool running)
+{
+    QDict *rsp = qtest_qmp_assert_success_ref(qts,
+                     "{'execute': 'query-status'}");
+
+    g_assert_cmpint(qdict_get_bool(rsp, "running"), ==, running);
+    qobject_unref(rsp);
+}
+
+/* Apply @key; returns the id of the checkpoint taken first, if any */
+static char *apply_and_wait(QTestState *qts, const char *key,
+                            const char *id, bool first)
+{
+    QDict *rsp, *ev;
+    char *created = NULL;
+
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'checkpoint-apply',"
+              " 'arguments': {'checkpoint': %s, 'checkpoint-first': %i}}",
+              key, first);
+    if (first) {
+        created = g_strdup(qdict_get_str(rsp, "created"));
+    } else {
+        g_assert(!qdict_haskey(rsp, "created"));
+    }
+    qobject_unref(rsp);
+    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_APPLIED");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
+                    id);
+    qobject_unref(ev);
+    return created;
+}
+
+static char *current_of(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    const QListEntry *e;
+    char *id = NULL;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (qdict_get_bool(c, "current")) {
+            g_assert(!id);
+            id = g_strdup(qdict_get_str(c, "id"));
+        }
+    }
+    qobject_unref(rsp);
+    return id;
+}
+
+/* The manifest's active image of @device */
+static char *active_image(const char *dir, const char *device)
+{
+    g_autofree char *path = g_strdup_printf("%s/manifest.json", dir);
+    g_autofree char *text = NULL;
+    const QListEntry *e;
+    QDict *m;
+    char *file = NULL;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    m = qobject_to(QDict, qobject_from_json(text, &error_abort));
+    g_assert(!qdict_haskey(m, "operation"));
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(m, "active"), e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(d, "device"), device)) {
+            file = g_strdup(qdict_get_str(d, "filename"));
+        }
+    }
+    qobject_unref(m);
+    g_assert(file);
+    return file;
+}
+
+static void assert_gone(const char *path)
+{
+    if (g_file_test(path, G_FILE_TEST_EXISTS)) {
+        g_test_message("'%s' should have been deleted", path);
+        g_assert_not_reached();
+    }
+}
+
+static void test_apply(void)
+{
+    g_autofree char *dir = tmp_path("apply-store");
+    g_autofree char *qcow2 = tmp_path("a0.qcow2");
+    g_autofree char *vhdx = tmp_path("a1.vhdx");
+    g_autofree char *args = NULL, *err = NULL, *out = NULL;
+    g_autofree char *a = NULL, *b = NULL, *p = NULL, *h = NULL, *cur = NULL;
+    g_autofree char *b0 = NULL, *b1 = NULL, *act0 = NULL, *act1 = NULL;
+    g_autofree char *now = NULL, *pchild = NULL;
+    QTestState *qts;
+    QDict *rsp, *c;
+
+    g_assert(mkimg(qcow2, "qcow2", 16));
+    g_assert(mkimg(vhdx, "vhdx", 16));
+    args = g_strdup_printf("%s -checkpoints dir=%s,type=standard",
+                           disk_args(qcow2, vhdx), dir);
+    qts = vm_start(args);
+
+    err = qmp_error(qts, "{'execute': 'checkpoint-apply',"
+                    " 'arguments': {'checkpoint': 'nosuch'}}");
+    assert_contains(err, "no checkpoint with id or name 'nosuch'");
+    g_clear_pointer(&err, g_free);
+
+    write_pattern(qts, 0xaa);
+    a = create_and_wait(qts, "A");
+    write_pattern(qts, 0xbb);
+    b = create_and_wait(qts, "B");
+    write_pattern(qts, 0xcc);
+    b0 = g_strdup_printf("%s/a0_%s.qcow2", tmpdir, b);
+    b1 = g_strdup_printf("%s/a1_%s.avhdx", tmpdir, b);
+    g_assert(g_file_test(b0, G_FILE_TEST_IS_REGULAR));
+
+    /* Apply A: A's disks and memory; the images written since go */
+    g_assert(!apply_and_wait(qts, "A", a, false));
+    assert_run_state(qts, true);
+    assert_pattern(qts, 0xaa);
+    cur = current_of(qts);
+    g_assert_cmpstr(cur, ==, a);
+    g_clear_pointer(&cur, g_free);
+    assert_gone(b0);
+    assert_gone(b1);
+    act0 = active_image(dir, "d0");
+    assert_contains(act0, "/a0_");
+    g_assert(g_file_test(act0, G_FILE_TEST_IS_REGULAR));
+
+    /* Apply B, checkpointing the current state first */
+    write_pattern(qts, 0xdd);
+    p = apply_and_wait(qts, b, b, true);
+    assert_pattern(qts, 0xbb);
+    /* The image of the state before is kept, the one after P is not */
+    g_assert(g_file_test(act0, G_FILE_TEST_IS_REGULAR));
+    pchild = g_strdup_printf("%s/a0_%s.qcow2", tmpdir, p);
+    assert_gone(pchild);
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    c = find_checkpoint(qdict_get_qlist(rsp, "return"), p);
+    g_assert(c);
+    g_assert_cmpstr(qdict_get_str(c, "parent"), ==, a);
+    g_assert_cmpstr(qdict_get_str(c, "state"), ==, "ready");
+    g_assert(qdict_get_bool(find_checkpoint(qdict_get_qlist(rsp, "return"),
+                                            b), "current"));
+    qobject_unref(rsp);
+
+    /* ... and that checkpoint can itself be applied */
+    g_assert(!apply_and_wait(qts, p, p, false));
+    assert_pattern(qts, 0xdd);
+
+    /* A paused VM stays paused; resume: false keeps it stopped too */
+    qtest_qmp_assert_success(qts, "{'execute': 'stop'}");
+    g_assert(!apply_and_wait(qts, a, a, false));
+    assert_run_state(qts, false);
+    assert_pattern(qts, 0xaa);
+    qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-apply',"
+        " 'arguments': {'checkpoint': %s, 'resume': false}}", b);
+    assert_run_state(qts, false);
+    assert_pattern(qts, 0xbb);
+    qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+
+    /* HMP */
+    out = qtest_hmp(qts, "checkpoint_apply -c A");
+    assert_contains(out, "The state before the apply is checkpoint ");
+    assert_pattern(qts, 0xaa);
+    g_clear_pointer(&out, g_free);
+    out = qtest_hmp(qts, "checkpoint_create -s from-hmp");
+    assert_contains(out, "Creating checkpoint ");
+    g_clear_pointer(&out, g_free);
+    rsp = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
+    h = g_strdup(qdict_get_str(qdict_get_qdict(rsp, "data"), "id"));
+    qobject_unref(rsp);
+    g_assert_cmpstr(name_of(qts, h), ==, "from-hmp");
+    out = qtest_hmp(qts, "info checkpoints");
+    now = g_strdup_printf("\r\n  from-hmp  (id %s, standard, ready, ", h);
+    assert_contains(out, now);
+    g_assert(strstr(out, "\r\n    Now\r\n") > strstr(out, now));
+    g_clear_pointer(&out, g_free);
+    out = qtest_hmp(qts, "checkpoint_apply nosuch");
+    assert_contains(out, "no checkpoint with id or name 'nosuch'");
+    qtest_quit(qts);
+
+    /* A new QEMU on the store's active images applies B */
+    g_clear_pointer(&act0, g_free);
+    act0 = active_image(dir, "d0");
+    act1 = active_image(dir, "d1");
+    g_clear_pointer(&args, g_free);
+    args = g_strdup_printf("%s -checkpoints dir=%s",
+                           disk_args(act0, act1), dir);
+    qts = vm_start(args);
+    g_assert(!apply_and_wait(qts, "B", b, false));
+    assert_pattern(qts, 0xbb);
+    assert_gone(act0);
+    assert_gone(act1);
+    qtest_quit(qts);
+}
+
+/* A store with one disk; @frozen is its image in checkpoints A and B */
+static char *make_apply_store(const char *name, const char *active,
+                              const char *frozen)
+{
+    g_autofree char *manifest = NULL, *text = NULL, *state = NULL;
+    char *dir = tmp_path(name);
+
+    state = g_strdup_printf("%s/%s", dir, ID_A);
+    g_assert(g_mkdir_with_parents(state, 0700) == 0);
+    g_free(state);
+    state = g_strdup_printf("%s/%s/state", dir, ID_A);
+    write_file(state, "garbage, not a state file");
+    text = g_strdup_printf(
+        "{ \"version\": 1, \"current\": \"" ID_B "\",\n"
+        "  \"checkpoints\": [\n"
+        "    { \"id\": \"" ID_A "\", \"name\": \"standard\","
+        "      \"type\": \"standard\", \"state\": \"ready\","
+        "      \"created\": 1795000000, \"state-file\": \"" ID_A "/state\","
+        "      \"disks\": [ { \"device\": \"disk0\", \"filename\": \"%s\","
+        "                     \"format\": \"qcow2\" } ] },\n"
+        "    { \"id\": \"" ID_B "\", \"name\": \"production\","
+        "      \"type\": \"production\", \"state\": \"ready\","
+        "      \"parent\": \"" ID_A "\", \"created\": 1795000100,"
+        "      \"disks\": [ { \"device\": \"disk0\", \"filename\": \"%s\","
+        "                     \"format\": \"qcow2\" } ] } ],\n"
+        "  \"active\": [ { \"device\": \"disk0\", \"filename\": \"%s\","
+        "                  \"format\": \"qcow2\" } ] }\n",
+        frozen, frozen, active);
+    manifest = g_strdup_printf("%s/manifest.json", dir);
+    write_file(manifest, text);
+    return dir;
+}
+
+static int count_files(const char *dir)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    int n = 0;
+
+    g_assert(d);
+    while (g_dir_read_name(d)) {
+        n++;
+    }
+    return n;
+}
+
+static char *read_manifest(const char *dir)
+{
+    g_autofree char *path = g_strdup_printf("%s/manifest.json", dir);
+    char *text;
+
+    g_assert(g_file_get_contents(path, &text, NULL, NULL));
+    return text;
+}
+
+/* Refused applies change nothing; a production checkpoint resets */
+static void test_apply_refused(void)
+{
+    g_autofree char *active = tmp_path("refused-active.qcow2");
+    g_autofree char *frozen = tmp_path("refused-frozen.qcow2");
+    g_autofree char *missing = tmp_path("refused-missing.qcow2");
+    g_autofree char *dir = NULL, *dir2 = NULL, *args = NULL, *err = NULL;
+    g_autofree char *before = NULL, *after = NULL, *now = NULL;
+    int files;
+    QTestState *qts;
+
+    g_assert(mkimg(active, "qcow2", 1));
+    g_assert(mkimg(frozen, "qcow2", 1));
+    dir = make_apply_store("refused-store", active, frozen);
+    args = g_strdup_printf("-m 64M -drive if=none,id=disk0,file=%s,"
+                           "format=qcow2 -device virtio-blk-device,"
+                           "drive=disk0 -checkpoints dir=%s", active, dir);
+    qts = vm_start(args);
+    g_free(qtest_hmp(qts, "qemu-io disk0 \"write -P 0x5a 0 64k\""));
+    assert_disk_pattern(qts, "disk0", 0x5a);
+    before = read_manifest(dir);
+    files = count_files(tmpdir);
+
+    /* A state file that is not one */
+    err = qmp_error(qts, "{'execute': 'checkpoint-apply',"
+                    " 'arguments': {'checkpoint': 'standard'}}");
+    assert_contains(err, "Cannot apply checkpoint 'standard'");
+    assert_run_state(qts, true);
+    after = read_manifest(dir);
+    g_assert_cmpstr(after, ==, before);
+    g_assert_cmpint(count_files(tmpdir), ==, files);
+    assert_disk_pattern(qts, "disk0", 0x5a);
+
+    /* A production checkpoint: its disks, the VM reset and stopped */
+    g_assert(!apply_and_wait(qts, "production", ID_B, false));
+    assert_run_state(qts, false);
+    assert_disk_pattern(qts, "disk0", 0);
+    now = current_of(qts);
+    g_assert_cmpstr(now, ==, ID_B);
+    /* The active image was not one a checkpoint made: it is kept */
+    g_assert(g_file_test(active, G_FILE_TEST_IS_REGULAR));
+    qtest_quit(qts);
+
+    /* A frozen image that is gone */
+    dir2 = make_apply_store("refused-store2", active, missing);
+    g_clear_pointer(&args, g_free);
+    args = g_strdup_printf("-m 64M -drive if=none,id=disk0,file=%s,"
+                           "format=qcow2 -device virtio-blk-device,"
+                           "drive=disk0 -checkpoints dir=%s", active, dir2);
+    qts = vm_start(args);
+    g_clear_pointer(&before, g_free);
+    before = read_manifest(dir2);
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-apply',"
+                    " 'arguments': {'checkpoint': 'production'}}");
+    assert_contains(err, "cannot be read");
+    assert_contains(err, missing);
+    assert_run_state(qts, true);
+    g_clear_pointer(&after, g_free);
+    after = read_manifest(dir2);
+    g_assert_cmpstr(after, ==, before);
+    qtest_quit(qts);
+}
+
+/* What a QEMU killed in the middle of an operation leaves, recovered */
+static void test_recovery(void)
+{
+    g_autofree char *dir = tmp_path("recover-store");
+    g_autofree char *img = tmp_path("recover.qcow2");
+    g_autofree char *child = g_strdup_printf("%s/recover_%s.qcow2", tmpdir,
+                                             ID_C);
+    g_autofree char *cdir = g_strdup_printf("%s/%s", dir, ID_C);
+    g_autofree char *cstate = g_strdup_printf("%s/state", cdir);
+    g_autofree char *bdir = g_strdup_printf("%s/%s", dir, ID_B);
+    g_autofree char *bstate = g_strdup_printf("%s/state", bdir);
+    g_autofree char *manifest = g_strdup_printf("%s/manifest.json", dir);
+    g_autofree char *text = NULL, *args = NULL, *now = NULL, *err = NULL;
+    g_autofree char *disk = NULL;
+    QTestState *qts;
+    QDict *rsp;
+
+    g_assert(mkimg(img, "qcow2", 1));
+    g_assert(mkimg(child, "qcow2", 1));
+    g_assert(g_mkdir_with_parents(cdir, 0700) == 0);
+    g_assert(g_mkdir_with_parents(bdir, 0700) == 0);
+    write_file(cstate, "half");
+    write_file(bstate, "half");
+    disk = g_strdup_printf("{ \"device\": \"disk0\", \"filename\": \"%s\","
+                           " \"format\": \"qcow2\" }", img);
+    /* B's memory save never ended; C's create never got recorded */
+    text = g_strdup_printf(
+        "{ \"version\": 1, \"current\": \"" ID_B "\",\n"
+        "  \"checkpoints\": [\n"
+        "    { \"id\": \"" ID_A "\", \"name\": \"a\", \"type\": \"production\","
+        "      \"state\": \"ready\", \"created\": 1, \"disks\": [%s] },\n"
+        "    { \"id\": \"" ID_B "\", \"name\": \"b\", \"type\": \"standard\","
+        "      \"state\": \"creating\", \"parent\": \"" ID_A "\","
+        "      \"created\": 2, \"disks\": [%s],"
+        "      \"state-file\": \"" ID_B "/state\" } ],\n"
+        "  \"active\": [%s],\n"
+        "  \"operation\": { \"op\": \"create\", \"checkpoint\": \"" ID_C "\","
+        "    \"new-files\": [ \"%s\", \"%s\", \"%s\" ] } }\n",
+        disk, disk, disk, child, cstate, cdir);
+    write_file(manifest, text);
+
+    args = g_strdup_printf("-drive if=none,id=disk0,file=%s,format=qcow2"
+                           " -device virtio-blk-device,drive=disk0"
+                           " -checkpoints dir=%s", img, dir);
+    qts = vm_start(args);
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    g_assert_cmpint(qlist_size(qdict_get_qlist(rsp, "return")), ==, 1);
+    qobject_unref(rsp);
+    now = current_of(qts);
+    g_assert_cmpstr(now, ==, ID_A);
+    assert_gone(child);
+    assert_gone(cdir);
+    assert_gone(bdir);
+    g_assert(g_file_test(img, G_FILE_TEST_IS_REGULAR));
+    g_free(active_image(dir, "disk0"));     /* no operation left */
+    qtest_quit(qts);
+
+    /* A recorded operation may only name files checkpoints make */
+    g_clear_pointer(&text, g_free);
+    text = g_strdup_printf(
+        "{ \"version\": 1, \"checkpoints\": [], \"active\": [%s],"
+        "  \"operation\": { \"op\": \"apply\", \"checkpoint\": \"" ID_C "\","
+        "    \"new-files\": [], \"stale-files\": [ \"%s\" ] } }\n",
+        disk, img);
+    write_file(manifest, text);
+    qts = vm_start(NULL);
+    err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
+                    " 'arguments': {'dir': %s}}", dir);
+    assert_contains(err, "is not a file a checkpoint operation makes");
+    g_assert(g_file_test(img, G_FILE_TEST_IS_REGULAR));
+    qtest_quit(qts);
+}
+
 int main(int argc, char **argv)
 {
     g_autofree char *rm = NULL;
@@ -651,6 +1132,9 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/type-only", test_type_only);
     qtest_add_func("/checkpoint/create", test_create);
     qtest_add_func("/checkpoint/create-no-store", test_create_no_store);
+    qtest_add_func("/checkpoint/apply", test_apply);
+    qtest_add_func("/checkpoint/apply-refused", test_apply_refused);
+    qtest_add_func("/checkpoint/recovery", test_recovery);
     ret = g_test_run();
 
     rm = g_strdup_printf("rm -rf %s", tmpdir);

@@ -1,0 +1,651 @@
+/*
+ * Hyper-V-style checkpoints: applying a checkpoint
+ *
+ * Copyright (c) 2026 The Hyper-V checkpoints project
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Every check that can fail runs before the VM changes: the state file
+ * is validated as a whole, the checkpoint's disks are matched against
+ * the VM's.  Then, with the vCPUs stopped:
+ *
+ *   manifest: operation "apply" with the children about to be made
+ *   every disk moves to a new child of the checkpoint's frozen image
+ *   manifest: "Now" under the checkpoint, the children active, the
+ *             replaced images listed as stale            (commit point)
+ *   memory and devices loaded (standard) or the VM reset (production)
+ *   the replaced images deleted, the operation forgotten
+ *
+ * A failure before the commit point puts the old images back and
+ * resumes the VM as it was; a crash before it has the new children
+ * removed when the store is opened again, a crash after it the stale
+ * images.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/uuid.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-block-core.h"
+#include "qapi/qapi-commands-checkpoint.h"
+#include "qapi/qapi-events-checkpoint.h"
+#include "qobject/qdict.h"
+#include "block/aio-wait.h"
+#include "block/block_int-common.h"
+#include "block/block-global-state.h"
+#include "migration/misc.h"
+#include "system/block-backend.h"
+#include "system/runstate.h"
+#include "system/system.h"
+#include "../migration/cow-snapshot/cow-snapshot.h"
+#include "checkpoint.h"
+
+/* Backing chains longer than this are refused (and loops with them) */
+#define APPLY_MAX_CHAIN 1024
+
+/* One disk of the VM during an apply */
+typedef struct DiskApply {
+    BlockBackend *blk;
+    char *device;
+    CheckpointManifestDisk *frozen;     /* the checkpoint's, borrowed */
+    char *child;                        /* the new active image */
+    char *old_filename;                 /* the active image before */
+    char *old_node;                     /* its node, and its file's */
+    char *old_file_node;
+    BlockDriverState *old_bs;           /* referenced while switched */
+    BlockDriverState *new_bs;           /* referenced from open on */
+    bool made;                          /* child file created */
+    bool switched;                      /* blk uses new_bs */
+} DiskApply;
+
+static bool applying;
+
+bool checkpoint_apply_busy(void)
+{
+    return applying;
+}
+
+static void disk_apply_free(gpointer p)
+{
+    DiskApply *d = p;
+
+    if (d->new_bs) {
+        bdrv_unref(d->new_bs);
+    }
+    if (d->old_bs) {
+        bdrv_unref(d->old_bs);
+    }
+    g_free(d->device);
+    g_free(d->child);
+    g_free(d->old_filename);
+    g_free(d->old_node);
+    g_free(d->old_file_node);
+    g_free(d);
+}
+
+static CheckpointManifestDisk *frozen_image(CheckpointManifestEntry *e,
+                                            const char *device)
+{
+    CheckpointManifestDiskList *l;
+
+    for (l = e->disks; l; l = l->next) {
+        if (!strcmp(l->value->device, device)) {
+            return l->value;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Match the VM's writable disks with the checkpoint's frozen images and
+ * name the new children (after @child_id); changes nothing
+ */
+static GPtrArray *plan_disks(CheckpointManifestEntry *e,
+                             const char *child_id, Error **errp)
+{
+    g_autoptr(GPtrArray) disks = g_ptr_array_new_with_free_func(
+        disk_apply_free);
+    BlockBackend *blk;
+
+    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+        BlockDriverState *bs = blk_bs(blk);
+        DiskApply *d;
+
+        if (!blk_get_attached_dev(blk) || !bs || !blk_is_writable(blk)) {
+            continue;
+        }
+        d = g_new0(DiskApply, 1);
+        g_ptr_array_add(disks, d);
+        d->blk = blk;
+        d->device = checkpoint_disk_name(blk);
+        d->frozen = frozen_image(e, d->device);
+        if (!d->frozen) {
+            error_setg(errp, "Checkpoint '%s' has no image of disk '%s'"
+                       " (the disk was added after it)", e->name,
+                       d->device);
+            return NULL;
+        }
+        if (strcmp(d->frozen->format, bs->drv->format_name)) {
+            error_setg(errp, "Checkpoint '%s' has a %s image of disk '%s'"
+                       " ('%s'), but the disk is a %s image now", e->name,
+                       d->frozen->format, d->device, d->frozen->filename,
+                       bs->drv->format_name);
+            return NULL;
+        }
+        if (access(d->frozen->filename, R_OK) < 0) {
+            error_setg_errno(errp, errno, "Cannot apply checkpoint '%s':"
+                             " the image of disk '%s' ('%s') cannot be"
+                             " read", e->name, d->device,
+                             d->frozen->filename);
+            return NULL;
+        }
+        d->old_filename = realpath(checkpoint_image_filename(bs), NULL);
+        if (!d->old_filename) {
+            d->old_filename = g_strdup(checkpoint_image_filename(bs));
+        }
+        d->old_node = g_strdup(bdrv_get_node_name(bs));
+        if (bs->file && bs->file->bs) {
+            d->old_file_node = g_strdup(bdrv_get_node_name(bs->file->bs));
+        }
+        d->child = checkpoint_child_name(d->frozen->filename, child_id,
+                                         strcmp(d->frozen->format, "vhdx") ?
+                                         "qcow2" : "avhdx");
+        if (access(d->child, F_OK) == 0) {
+            error_setg(errp, "Cannot create '%s' for disk '%s': the file"
+                       " exists", d->child, d->device);
+            return NULL;
+        }
+    }
+    for (CheckpointManifestDiskList *l = e->disks; l; l = l->next) {
+        bool found = false;
+
+        for (int i = 0; i < disks->len; i++) {
+            DiskApply *d = g_ptr_array_index(disks, i);
+
+            found |= !strcmp(d->device, l->value->device);
+        }
+        if (!found) {
+            error_setg(errp, "Checkpoint '%s' has disk '%s' ('%s'), which"
+                       " this VM does not have (or not writable)", e->name,
+                       l->value->device, l->value->filename);
+            return NULL;
+        }
+    }
+    return g_steal_pointer(&disks);
+}
+
+/*
+ * A node for image @filename, read-only, with its backing chain; nodes
+ * already open (the frozen images of the running chain) are shared, so
+ * that no file is opened twice.  Returns a new reference.
+ */
+static BlockDriverState *open_chain(const char *filename, const char *fmt,
+                                    int depth, Error **errp)
+{
+    BlockDriverState *bs = checkpoint_find_image(filename);
+    BlockDriverState *parent = NULL;
+    g_autofree char *backing = NULL;
+    g_autofree char *backing_fmt = NULL;
+    bool has_backing;
+    QDict *opts;
+
+    if (bs) {
+        bdrv_ref(bs);
+        return bs;
+    }
+    if (depth > APPLY_MAX_CHAIN) {
+        error_setg(errp, "The backing chain of '%s' is longer than %d"
+                   " images (or loops)", filename, APPLY_MAX_CHAIN);
+        return NULL;
+    }
+
+    /* Learn the parent's name without opening it */
+    opts = qdict_new();
+    qdict_put_str(opts, "driver", fmt);
+    bs = bdrv_open(filename, NULL, opts, BDRV_O_NO_BACKING, errp);
+    if (!bs) {
+        return NULL;
+    }
+    has_backing = bs->backing_file[0];
+    if (has_backing) {
+        bdrv_graph_rdlock_main_loop();
+        backing = bdrv_get_full_backing_filename(bs, errp);
+        bdrv_graph_rdunlock_main_loop();
+        backing_fmt = g_strdup(bs->backing_format[0] ? bs->backing_format
+                                                     : fmt);
+    }
+    bdrv_unref(bs);
+    if (has_backing && !backing) {
+        return NULL;
+    }
+
+    opts = qdict_new();
+    qdict_put_str(opts, "driver", fmt);
+    if (backing) {
+        parent = open_chain(backing, backing_fmt, depth + 1, errp);
+        if (!parent) {
+            qobject_unref(opts);
+            return NULL;
+        }
+        qdict_put_str(opts, "backing", bdrv_get_node_name(parent));
+    } else {
+        qdict_put_null(opts, "backing");
+    }
+    bs = bdrv_open(filename, NULL, opts, 0, errp);
+    if (parent) {
+        bdrv_unref(parent);
+    }
+    return bs;
+}
+
+/* Create and open the new children; the VM's disks do not change */
+static bool make_children(GPtrArray *disks, const char *child_id,
+                          Error **errp)
+{
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskApply *d = g_ptr_array_index(disks, i);
+        BlockDriverState *cur = blk_bs(d->blk);
+        BlockDriverState *frozen;
+        g_autofree char *node = NULL;
+        Error *local_err = NULL;
+        QDict *opts;
+        int64_t size;
+        int flags;
+
+        frozen = open_chain(d->frozen->filename, d->frozen->format, 0, errp);
+        if (!frozen) {
+            return false;
+        }
+        bdrv_graph_rdlock_main_loop();
+        size = bdrv_getlength(frozen);
+        bdrv_graph_rdunlock_main_loop();
+        if (size < 0) {
+            error_setg_errno(errp, -size, "Cannot get the size of '%s'",
+                             d->frozen->filename);
+            bdrv_unref(frozen);
+            return false;
+        }
+        bdrv_img_create(d->child, d->frozen->format, d->frozen->filename,
+                        d->frozen->format, NULL, size, BDRV_O_NO_BACKING,
+                        true, &local_err);
+        if (local_err) {
+            error_propagate(errp, local_err);
+            bdrv_unref(frozen);
+            return false;
+        }
+        d->made = true;
+
+        /* Opened like the image it replaces (cache mode, AIO) */
+        flags = cur->open_flags & ~(BDRV_O_SNAPSHOT | BDRV_O_COPY_ON_READ |
+                                    BDRV_O_NO_BACKING | BDRV_O_PROTOCOL);
+        node = g_strdup_printf("ckpt-%.8s-%d", child_id, i);
+        opts = qdict_new();
+        qdict_put_str(opts, "driver", d->frozen->format);
+        qdict_put_str(opts, "node-name", node);
+        qdict_put_str(opts, "backing", bdrv_get_node_name(frozen));
+        d->new_bs = bdrv_open(d->child, NULL, opts, flags | BDRV_O_RDWR,
+                              errp);
+        bdrv_unref(frozen);
+        if (!d->new_bs) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Put every switched disk back on its old image */
+static void switch_back(GPtrArray *disks)
+{
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskApply *d = g_ptr_array_index(disks, i);
+
+        if (d->switched) {
+            /* The old image took these permissions a moment ago */
+            blk_replace_bs(d->blk, d->old_bs, &error_abort);
+            d->switched = false;
+        }
+    }
+}
+
+static bool switch_disks(GPtrArray *disks, Error **errp)
+{
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskApply *d = g_ptr_array_index(disks, i);
+
+        d->old_bs = blk_bs(d->blk);
+        bdrv_ref(d->old_bs);
+        if (blk_replace_bs(d->blk, d->new_bs, errp) < 0) {
+            error_prepend(errp, "Cannot move disk '%s' to '%s': ",
+                          d->device, d->child);
+            switch_back(disks);
+            return false;
+        }
+        d->switched = true;
+    }
+    return true;
+}
+
+/* Remove the children made so far (nothing uses them) */
+static void remove_children(GPtrArray *disks)
+{
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskApply *d = g_ptr_array_index(disks, i);
+
+        g_clear_pointer(&d->new_bs, bdrv_unref);
+        if (d->made) {
+            unlink(d->child);
+            d->made = false;
+        }
+    }
+}
+
+/* Is @filename the frozen image of a checkpoint? */
+static bool is_frozen(CheckpointManifest *m, const char *filename)
+{
+    CheckpointManifestEntryList *l;
+    CheckpointManifestDiskList *d;
+
+    for (l = m->checkpoints; l; l = l->next) {
+        for (d = l->value->disks; d; d = d->next) {
+            if (!strcmp(d->value->filename, filename)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/*
+ * The commit point: "Now" under @e, the children active, the replaced
+ * images recorded as stale.  On failure the manifest in memory is as
+ * it was.
+ */
+static bool commit_manifest(CheckpointManifestEntry *e, GPtrArray *disks,
+                            Error **errp)
+{
+    CheckpointManifest *m = checkpoint_store_manifest();
+    CheckpointManifestOperation *op = m->operation;
+    CheckpointManifestDiskList *old_active = m->active, *active = NULL;
+    char *old_current = m->current;
+    strList *old_new_files = op->new_files;
+    int i;
+
+    for (i = disks->len - 1; i >= 0; i--) {
+        DiskApply *d = g_ptr_array_index(disks, i);
+        CheckpointManifestDisk *a = g_new0(CheckpointManifestDisk, 1);
+
+        a->device = g_strdup(d->device);
+        a->filename = g_strdup(d->child);
+        a->format = g_strdup(d->frozen->format);
+        QAPI_LIST_PREPEND(active, a);
+        /* Only images the checkpoints made, and none a checkpoint holds */
+        if (checkpoint_leftover_name_valid(d->old_filename) &&
+            !is_frozen(m, d->old_filename)) {
+            QAPI_LIST_PREPEND(op->stale_files, g_strdup(d->old_filename));
+        } else {
+            warn_report("Checkpoint apply keeps '%s' (disk '%s'): it is not"
+                        " an image a checkpoint made", d->old_filename,
+                        d->device);
+        }
+    }
+    m->active = active;
+    m->current = g_strdup(e->id);
+    op->new_files = NULL;
+    if (!checkpoint_store_save(errp)) {
+        qapi_free_CheckpointManifestDiskList(active);
+        m->active = old_active;
+        g_free(m->current);
+        m->current = old_current;
+        qapi_free_strList(op->stale_files);
+        op->stale_files = NULL;
+        op->new_files = old_new_files;
+        return false;
+    }
+    qapi_free_CheckpointManifestDiskList(old_active);
+    g_free(old_current);
+    qapi_free_strList(old_new_files);
+    return true;
+}
+
+/*
+ * After the commit: drop the old images' nodes and delete their files,
+ * then forget the operation
+ */
+static void remove_stale(GPtrArray *disks)
+{
+    CheckpointManifest *m = checkpoint_store_manifest();
+    strList *f;
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskApply *d = g_ptr_array_index(disks, i);
+
+        g_clear_pointer(&d->old_bs, bdrv_unref);
+        /* Nodes added with -blockdev stay open until deleted */
+        if (d->old_node[0] && bdrv_find_node(d->old_node)) {
+            qmp_blockdev_del(d->old_node, NULL);
+        }
+        if (d->old_file_node && d->old_file_node[0] &&
+            bdrv_find_node(d->old_file_node)) {
+            qmp_blockdev_del(d->old_file_node, NULL);
+        }
+    }
+    for (f = m->operation->stale_files; f; f = f->next) {
+        if (unlink(f->value) < 0 && errno != ENOENT) {
+            warn_report("Cannot delete '%s', an image the VM no longer"
+                        " uses: %s", f->value, strerror(errno));
+        }
+    }
+    checkpoint_store_end_operation();
+}
+
+/* Record the children about to be made, for a crash to remove them */
+static bool record_children(CheckpointManifestEntry *e, GPtrArray *disks,
+                            Error **errp)
+{
+    strList *files = NULL;
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskApply *d = g_ptr_array_index(disks, i);
+
+        QAPI_LIST_PREPEND(files, g_strdup(d->child));
+    }
+    return checkpoint_store_begin_operation(CHECKPOINT_OPERATION_APPLY,
+                                            e->id, files, errp);
+}
+
+static bool apply_allowed(CheckpointManifestEntry *e, Error **errp)
+{
+    if (e->state != CHECKPOINT_STATE_READY) {
+        error_setg(errp, "Checkpoint '%s' is still being created; it can be"
+                   " applied once it is ready", e->name);
+        return false;
+    }
+    if (applying) {
+        error_setg(errp, "A checkpoint is being applied already");
+        return false;
+    }
+    if (checkpoint_create_busy()) {
+        error_setg(errp, "Cannot apply a checkpoint while one is being"
+                   " created");
+        return false;
+    }
+    if (migration_is_running()) {
+        error_setg(errp, "Cannot apply a checkpoint while a migration runs");
+        return false;
+    }
+    if (cow_snapshot_is_active()) {
+        error_setg(errp, "Cannot apply a checkpoint while a memory snapshot"
+                   " is being saved");
+        return false;
+    }
+    if (!runstate_is_running() && !runstate_check(RUN_STATE_PAUSED)) {
+        error_setg(errp, "Cannot apply a checkpoint in VM state '%s'",
+                   RunState_str(runstate_get()));
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Take a standard checkpoint of the current state, with the VM stopped,
+ * and wait until its memory is saved.  Returns its id.
+ */
+static char *checkpoint_current_state(Error **errp)
+{
+    CheckpointManifestEntry *e;
+    char *id;
+
+    id = checkpoint_create_start(NULL, NULL, errp);
+    if (!id) {
+        error_prepend(errp, "Cannot checkpoint the current state first: ");
+        return NULL;
+    }
+    /* The save ends in a bottom half of the main context */
+    AIO_WAIT_WHILE(NULL, checkpoint_create_busy());
+    e = checkpoint_store_find(id, NULL);
+    if (!e || e->state != CHECKPOINT_STATE_READY) {
+        error_setg(errp, "Cannot checkpoint the current state first: %s",
+                   checkpoint_create_last_error() ?: "its memory save failed");
+        g_free(id);
+        return NULL;
+    }
+    return id;
+}
+
+/* How far apply_stopped() got */
+typedef enum ApplyOutcome {
+    APPLY_FAILED,           /* before the commit point: nothing changed */
+    APPLY_LOAD_FAILED,      /* committed, but the memory did not load */
+    APPLY_DONE,
+} ApplyOutcome;
+
+/* Move the disks to children of @e's images and load its memory */
+static ApplyOutcome apply_stopped(CheckpointManifestEntry *e,
+                                  GPtrArray *disks, const char *child_id,
+                                  const char *state, Error **errp)
+{
+    if (!record_children(e, disks, errp)) {
+        return APPLY_FAILED;
+    }
+    if (!make_children(disks, child_id, errp) ||
+        !switch_disks(disks, errp)) {
+        goto fail;
+    }
+    checkpoint_crash_point("apply-after-switch");
+    if (!commit_manifest(e, disks, errp)) {
+        switch_back(disks);
+        goto fail;
+    }
+    checkpoint_crash_point("apply-after-commit");
+    remove_stale(disks);
+
+    if (state) {
+        if (!cow_snapshot_load(state, errp)) {
+            error_prepend(errp, "The disks are those of checkpoint '%s', but"
+                          " its memory could not be loaded (the VM was"
+                          " reset): ", e->name);
+            return APPLY_LOAD_FAILED;
+        }
+    } else {
+        /* A production checkpoint: the VM boots from its disks */
+        qemu_system_reset(SHUTDOWN_CAUSE_SNAPSHOT_LOAD);
+    }
+    return APPLY_DONE;
+
+fail:
+    remove_children(disks);
+    checkpoint_store_end_operation();
+    return APPLY_FAILED;
+}
+
+CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
+                                            bool has_checkpoint_first,
+                                            bool checkpoint_first,
+                                            bool has_resume, bool resume,
+                                            Error **errp)
+{
+    g_autoptr(GPtrArray) disks = NULL;
+    g_autofree char *state = NULL, *child_id = NULL, *first_id = NULL;
+    g_autofree char *target = NULL;
+    CheckpointManifestEntry *e;
+    CheckpointApplyResult *ret;
+    ApplyOutcome outcome;
+    QemuUUID uuid;
+    bool was_running = runstate_is_running();
+
+    e = checkpoint_store_find(checkpoint, errp);
+    if (!e || !apply_allowed(e, errp)) {
+        return NULL;
+    }
+    target = g_strdup(e->id);
+    if (e->type == CHECKPOINT_TYPE_STANDARD) {
+        state = g_build_filename(checkpoint_store_dir(), e->state_file,
+                                 NULL);
+        if (!cow_snapshot_validate(state, errp)) {
+            error_prepend(errp, "Cannot apply checkpoint '%s': ", e->name);
+            return NULL;
+        }
+    }
+    qemu_uuid_generate(&uuid);
+    child_id = qemu_uuid_unparse_strdup(&uuid);
+    disks = plan_disks(e, child_id, errp);
+    if (!disks) {
+        return NULL;
+    }
+    if (!has_resume) {
+        resume = was_running && e->type == CHECKPOINT_TYPE_STANDARD;
+    }
+
+    applying = true;
+    vm_stop(RUN_STATE_PAUSED);
+    if (has_checkpoint_first && checkpoint_first) {
+        first_id = checkpoint_current_state(errp);
+        if (!first_id) {
+            goto fail;
+        }
+        /* The disks moved to new children: plan again */
+        g_ptr_array_unref(disks);
+        e = checkpoint_store_find(target, errp);
+        disks = e ? plan_disks(e, child_id, errp) : NULL;
+        if (!disks) {
+            goto fail;
+        }
+    }
+    outcome = apply_stopped(e, disks, child_id, state, errp);
+    applying = false;
+    if (outcome == APPLY_FAILED) {
+        /* Nothing changed: the VM goes on as before */
+        if (was_running) {
+            vm_start();
+        }
+        return NULL;
+    }
+    if (outcome == APPLY_LOAD_FAILED) {
+        return NULL;
+    }
+    qapi_event_send_checkpoint_applied(target);
+    if (resume) {
+        vm_start();
+    }
+    ret = g_new0(CheckpointApplyResult, 1);
+    ret->created = g_steal_pointer(&first_id);
+    return ret;
+
+fail:
+    applying = false;
+    if (was_running) {
+        vm_start();
+    }
+    return NULL;
+}
