@@ -489,7 +489,9 @@ static bool apply_allowed(CheckpointManifestEntry *e, Error **errp)
                    " is being saved");
         return false;
     }
-    if (!runstate_is_running() && !runstate_check(RUN_STATE_PAUSED)) {
+    /* Prelaunch: started with -S, to be applied before it runs */
+    if (!runstate_is_running() && !runstate_check(RUN_STATE_PAUSED) &&
+        !runstate_check(RUN_STATE_PRELAUNCH)) {
         error_setg(errp, "Cannot apply a checkpoint in VM state '%s'",
                    RunState_str(runstate_get()));
         return false;
@@ -608,7 +610,9 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     }
 
     applying = true;
-    vm_stop(RUN_STATE_PAUSED);
+    if (was_running) {
+        vm_stop(RUN_STATE_PAUSED);
+    }
     if (has_checkpoint_first && checkpoint_first) {
         first_id = checkpoint_current_state(errp);
         if (!first_id) {

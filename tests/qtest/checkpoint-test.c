@@ -916,6 +916,22 @@ static void test_apply(void)
     assert_gone(act0);
     assert_gone(act1);
     qtest_quit(qts);
+
+    /* ... and so does one started with -S, which stays stopped */
+    g_clear_pointer(&act0, g_free);
+    g_clear_pointer(&act1, g_free);
+    act0 = active_image(dir, "d0");
+    act1 = active_image(dir, "d1");
+    g_clear_pointer(&args, g_free);
+    args = g_strdup_printf("-S %s -checkpoints dir=%s",
+                           disk_args(act0, act1), dir);
+    qts = vm_start(args);
+    g_assert(!apply_and_wait(qts, "A", a, false));
+    assert_run_state(qts, false);
+    assert_pattern(qts, 0xaa);
+    qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+    assert_run_state(qts, true);
+    qtest_quit(qts);
 }
 
 /* A store with one disk; @frozen is its image in checkpoints A and B */
