@@ -7,14 +7,16 @@
  *
  * Every check that can fail runs before the VM changes: the state file
  * is validated as a whole, the checkpoint's disks are matched against
- * the VM's.  Then, with the vCPUs stopped:
+ * the VM's.  Then:
  *
  *   manifest: operation "apply" with the children about to be made
- *   every disk moves to a new child of the checkpoint's frozen image
+ *   the children are made beside the frozen images (the VM still runs)
+ *   the vCPUs stop; every disk moves to its child
  *   manifest: "Now" under the checkpoint, the children active, the
  *             replaced images listed as stale            (commit point)
  *   memory and devices loaded (standard) or the VM reset (production)
- *   the replaced images deleted, the operation forgotten
+ *   the vCPUs run again; the replaced images are deleted and the
+ *   operation forgotten
  *
  * A failure before the commit point puts the old images back and
  * resumes the VM as it was; a crash before it has the new children
@@ -139,14 +141,6 @@ static GPtrArray *plan_disks(CheckpointManifestEntry *e,
                              " read", e->name, d->device,
                              d->frozen->filename);
             return NULL;
-        }
-        d->old_filename = realpath(checkpoint_image_filename(bs), NULL);
-        if (!d->old_filename) {
-            d->old_filename = g_strdup(checkpoint_image_filename(bs));
-        }
-        d->old_node = g_strdup(bdrv_get_node_name(bs));
-        if (bs->file && bs->file->bs) {
-            d->old_file_node = g_strdup(bdrv_get_node_name(bs->file->bs));
         }
         d->child = checkpoint_child_name(d->frozen->filename, child_id,
                                          strcmp(d->frozen->format, "vhdx") ?
@@ -312,6 +306,23 @@ static void switch_back(GPtrArray *disks)
     }
 }
 
+/* Remember the image @d replaces, to delete it after the commit */
+static void note_old_image(DiskApply *d)
+{
+    BlockDriverState *bs = blk_bs(d->blk);
+
+    d->old_bs = bs;
+    bdrv_ref(bs);
+    d->old_filename = realpath(checkpoint_image_filename(bs), NULL);
+    if (!d->old_filename) {
+        d->old_filename = g_strdup(checkpoint_image_filename(bs));
+    }
+    d->old_node = g_strdup(bdrv_get_node_name(bs));
+    if (bs->file && bs->file->bs) {
+        d->old_file_node = g_strdup(bdrv_get_node_name(bs->file->bs));
+    }
+}
+
 static bool switch_disks(GPtrArray *disks, Error **errp)
 {
     int i;
@@ -319,8 +330,7 @@ static bool switch_disks(GPtrArray *disks, Error **errp)
     for (i = 0; i < disks->len; i++) {
         DiskApply *d = g_ptr_array_index(disks, i);
 
-        d->old_bs = blk_bs(d->blk);
-        bdrv_ref(d->old_bs);
+        note_old_image(d);
         if (blk_replace_bs(d->blk, d->new_bs, errp) < 0) {
             error_prepend(errp, "Cannot move disk '%s' to '%s': ",
                           d->device, d->child);
@@ -532,25 +542,24 @@ typedef enum ApplyOutcome {
     APPLY_DONE,
 } ApplyOutcome;
 
-/* Move the disks to children of @e's images and load its memory */
+/*
+ * With the vCPUs stopped and the children made: move the disks to them,
+ * commit, load @e's memory.  The replaced images are left to
+ * remove_stale().
+ */
 static ApplyOutcome apply_stopped(CheckpointManifestEntry *e,
-                                  GPtrArray *disks, const char *child_id,
-                                  const char *state, Error **errp)
+                                  GPtrArray *disks, const char *state,
+                                  Error **errp)
 {
-    if (!record_children(e, disks, errp)) {
+    if (!switch_disks(disks, errp)) {
         return APPLY_FAILED;
-    }
-    if (!make_children(disks, child_id, errp) ||
-        !switch_disks(disks, errp)) {
-        goto fail;
     }
     checkpoint_crash_point("apply-after-switch");
     if (!commit_manifest(e, disks, errp)) {
         switch_back(disks);
-        goto fail;
+        return APPLY_FAILED;
     }
     checkpoint_crash_point("apply-after-commit");
-    remove_stale(disks);
 
     if (state) {
         if (!cow_snapshot_load(state, errp)) {
@@ -564,11 +573,24 @@ static ApplyOutcome apply_stopped(CheckpointManifestEntry *e,
         qemu_system_reset(SHUTDOWN_CAUSE_SNAPSHOT_LOAD);
     }
     return APPLY_DONE;
+}
 
-fail:
-    remove_children(disks);
-    checkpoint_store_end_operation();
-    return APPLY_FAILED;
+/*
+ * Record the children in the manifest, then make them; the VM may run
+ * (they are new files, and the images under them are frozen)
+ */
+static bool prepare_children(CheckpointManifestEntry *e, GPtrArray *disks,
+                             const char *child_id, Error **errp)
+{
+    if (!record_children(e, disks, errp)) {
+        return false;
+    }
+    if (!make_children(disks, child_id, errp)) {
+        remove_children(disks);
+        checkpoint_store_end_operation();
+        return false;
+    }
+    return true;
 }
 
 CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
@@ -610,37 +632,46 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     }
 
     applying = true;
-    if (was_running) {
-        vm_stop(RUN_STATE_PAUSED);
-    }
     if (has_checkpoint_first && checkpoint_first) {
+        /* Nothing may change between that state and the apply */
+        if (was_running) {
+            vm_stop(RUN_STATE_PAUSED);
+        }
         first_id = checkpoint_current_state(errp);
-        if (!first_id) {
+        e = first_id ? checkpoint_store_find(target, errp) : NULL;
+        if (!e || !prepare_children(e, disks, child_id, errp)) {
             goto fail;
         }
-        /* The disks moved to new children: plan again */
-        g_ptr_array_unref(disks);
-        e = checkpoint_store_find(target, errp);
-        disks = e ? plan_disks(e, child_id, errp) : NULL;
-        if (!disks) {
+    } else {
+        /* Made while the VM runs: the pause is only the switch and load */
+        if (!prepare_children(e, disks, child_id, errp)) {
             goto fail;
+        }
+        if (was_running) {
+            vm_stop(RUN_STATE_PAUSED);
         }
     }
-    outcome = apply_stopped(e, disks, child_id, state, errp);
+    outcome = apply_stopped(e, disks, state, errp);
     applying = false;
     if (outcome == APPLY_FAILED) {
+        remove_children(disks);
+        checkpoint_store_end_operation();
         /* Nothing changed: the VM goes on as before */
         if (was_running) {
             vm_start();
         }
         return NULL;
     }
+    if (outcome == APPLY_DONE) {
+        qapi_event_send_checkpoint_applied(target);
+        if (resume) {
+            vm_start();
+        }
+    }
+    /* After the guest runs again: nothing waits for this */
+    remove_stale(disks);
     if (outcome == APPLY_LOAD_FAILED) {
         return NULL;
-    }
-    qapi_event_send_checkpoint_applied(target);
-    if (resume) {
-        vm_start();
     }
     ret = g_new0(CheckpointApplyResult, 1);
     ret->created = g_steal_pointer(&first_id);
@@ -648,7 +679,7 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
 
 fail:
     applying = false;
-    if (was_running) {
+    if (was_running && !runstate_is_running()) {
         vm_start();
     }
     return NULL;
