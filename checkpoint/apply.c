@@ -366,7 +366,7 @@ static bool is_frozen(CheckpointManifest *m, const char *filename)
 
     for (l = m->checkpoints; l; l = l->next) {
         for (d = l->value->disks; d; d = d->next) {
-            if (!strcmp(d->value->filename, filename)) {
+            if (checkpoint_same_file(d->value->filename, filename)) {
                 return true;
             }
         }
@@ -430,6 +430,25 @@ static bool commit_manifest(CheckpointManifestEntry *e, GPtrArray *disks,
  * After the commit: drop the old images' nodes and delete their files,
  * then forget the operation
  */
+static void remove_stale(GPtrArray *disks);
+
+/* The disks of the last apply while their old images wait for removal */
+static GPtrArray *stale_pending;
+
+void checkpoint_apply_finish(void)
+{
+    if (stale_pending) {
+        remove_stale(stale_pending);
+        g_clear_pointer(&stale_pending, g_ptr_array_unref);
+    }
+}
+
+/* After the command has returned: nothing waits for this */
+static void remove_stale_bh(void *opaque)
+{
+    checkpoint_apply_finish();
+}
+
 static void remove_stale(GPtrArray *disks)
 {
     CheckpointManifest *m = checkpoint_store_manifest();
@@ -564,8 +583,9 @@ static ApplyOutcome apply_stopped(CheckpointManifestEntry *e,
     if (state) {
         if (!cow_snapshot_load(state, errp)) {
             error_prepend(errp, "The disks are those of checkpoint '%s', but"
-                          " its memory could not be loaded (the VM was"
-                          " reset): ", e->name);
+                          " its memory could not be loaded (the VM stays"
+                          " stopped; a reset or a new apply starts it"
+                          " again): ", e->name);
             return APPLY_LOAD_FAILED;
         }
     } else {
@@ -608,6 +628,7 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     QemuUUID uuid;
     bool was_running = runstate_is_running();
 
+    checkpoint_apply_finish();
     e = checkpoint_store_find(checkpoint, errp);
     if (!e || !apply_allowed(e, errp)) {
         return NULL;
@@ -652,8 +673,8 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
         }
     }
     outcome = apply_stopped(e, disks, state, errp);
-    applying = false;
     if (outcome == APPLY_FAILED) {
+        applying = false;
         remove_children(disks);
         checkpoint_store_end_operation();
         /* Nothing changed: the VM goes on as before */
@@ -668,8 +689,10 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
             vm_start();
         }
     }
-    /* After the guest runs again: nothing waits for this */
-    remove_stale(disks);
+    /* Once the command has returned (or when the next one starts) */
+    applying = false;
+    stale_pending = g_steal_pointer(&disks);
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), remove_stale_bh, NULL);
     if (outcome == APPLY_LOAD_FAILED) {
         return NULL;
     }

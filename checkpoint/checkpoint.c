@@ -74,8 +74,7 @@ char *checkpoint_disk_name(BlockBackend *blk)
     return blk_get_attached_dev_id(blk);
 }
 
-/* Do @a and @b name the same file? */
-static bool same_file(const char *a, const char *b)
+bool checkpoint_same_file(const char *a, const char *b)
 {
     g_autofree char *ra = realpath(a, NULL);
     g_autofree char *rb = realpath(b, NULL);
@@ -117,7 +116,7 @@ static bool check_disks(const char *dir, CheckpointManifest *m,
                        dir, dev, checkpoint_image_filename(bs));
             return false;
         }
-        if (!same_file(d->filename, checkpoint_image_filename(bs))) {
+        if (!checkpoint_same_file(d->filename, checkpoint_image_filename(bs))) {
             error_setg(errp, "Checkpoint store '%s' expects disk '%s' to"
                        " use '%s', but it uses '%s'", dir, dev,
                        d->filename, checkpoint_image_filename(bs));
@@ -331,7 +330,7 @@ BlockDriverState *checkpoint_find_image(const char *filename)
 
     while ((bs = bdrv_next_all_states(bs))) {
         if (bs->drv && bs->drv->is_format &&
-            same_file(checkpoint_image_filename(bs), filename)) {
+            checkpoint_same_file(checkpoint_image_filename(bs), filename)) {
             return bs;
         }
     }
@@ -472,7 +471,8 @@ static CheckpointManifestEntry *entry_by_id(const char *id)
 }
 
 bool checkpoint_store_add(CheckpointManifestEntry *e,
-                          CheckpointManifestDiskList *active, Error **errp)
+                          CheckpointManifestDiskList *active,
+                          strList *new_files, Error **errp)
 {
     CheckpointManifestEntryList **tail = &ckpt.manifest->checkpoints;
 
@@ -487,7 +487,27 @@ bool checkpoint_store_add(CheckpointManifestEntry *e,
     ckpt.manifest->active = active;
     qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
     ckpt.manifest->operation = NULL;
+    if (new_files) {
+        CheckpointManifestOperation *op;
+
+        op = g_new0(CheckpointManifestOperation, 1);
+        op->op = CHECKPOINT_OPERATION_CREATE;
+        op->checkpoint = g_strdup(e->id);
+        op->new_files = new_files;
+        ckpt.manifest->operation = op;
+    }
     return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}
+
+/* Forget the recorded operation if it is about checkpoint @id */
+static void end_operation_of(const char *id)
+{
+    CheckpointManifestOperation *op = ckpt.manifest->operation;
+
+    if (op && !strcmp(op->checkpoint, id)) {
+        qapi_free_CheckpointManifestOperation(op);
+        ckpt.manifest->operation = NULL;
+    }
 }
 
 bool checkpoint_store_set_state(const char *id, CheckpointState state,
@@ -500,6 +520,7 @@ bool checkpoint_store_set_state(const char *id, CheckpointState state,
         return false;
     }
     e->state = state;
+    end_operation_of(id);
     return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
 }
 
@@ -510,6 +531,7 @@ bool checkpoint_store_drop(const char *id, Error **errp)
     if (e) {
         manifest_drop(ckpt.manifest, e);
     }
+    end_operation_of(id);
     return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
 }
 

@@ -43,20 +43,22 @@ char *checkpoint_disk_name(BlockBackend *blk);
 
 /*
  * Add @e (taken over) to the tree under the current checkpoint, make
- * it current and @active (taken over) the disks' active images, end
- * the recorded operation; save.  On a save error the tree in memory is
- * changed all the same.
+ * it current and @active (taken over) the disks' active images, and
+ * record @new_files (taken over; may be NULL) as the new files of its
+ * create, in place of any recorded operation; save.  On a save error
+ * the tree in memory is changed all the same.
  */
 bool checkpoint_store_add(CheckpointManifestEntry *e,
-                          CheckpointManifestDiskList *active, Error **errp);
+                          CheckpointManifestDiskList *active,
+                          strList *new_files, Error **errp);
 
-/* Set the state of checkpoint @id and save */
+/* Set the state of checkpoint @id, end its operation, and save */
 bool checkpoint_store_set_state(const char *id, CheckpointState state,
                                 Error **errp);
 
 /*
  * Remove checkpoint @id from the tree (its children and, if it was
- * current, "Now" move to its parent) and save.
+ * current, "Now" move to its parent), end its operation, and save.
  */
 bool checkpoint_store_drop(const char *id, Error **errp);
 
@@ -84,6 +86,9 @@ bool checkpoint_store_begin_operation(CheckpointOperation op,
 
 /* Forget the recorded operation and save (errors are reported only) */
 void checkpoint_store_end_operation(void);
+
+/* Do @a and @b name the same file (after resolving links)? */
+bool checkpoint_same_file(const char *a, const char *b);
 
 /* The node of the open image whose file is @filename, or NULL */
 BlockDriverState *checkpoint_find_image(const char *filename);
@@ -121,6 +126,12 @@ const char *checkpoint_create_last_error(void);
 
 /* Is a checkpoint being applied? */
 bool checkpoint_apply_busy(void);
+
+/*
+ * Delete the images the last apply replaced, if that has not happened
+ * yet (it happens right after checkpoint-apply returns)
+ */
+void checkpoint_apply_finish(void);
 
 /* store.c: the manifest */
 

@@ -18,15 +18,20 @@
 #include "qemu/job.h"
 #include "qemu/main-loop.h"
 #include "qemu/uuid.h"
+#include "qapi/clone-visitor.h"
 #include "qapi/error.h"
+#include "qapi/qapi-visit-checkpoint.h"
 #include "qapi/qapi-commands-checkpoint.h"
 #include "qapi/qapi-commands-transaction.h"
 #include "qapi/qapi-events-checkpoint.h"
 #include "block/block_int-common.h"
+#include "block/block-global-state.h"
+#include "qobject/qdict.h"
 #include "migration/misc.h"
 #include "system/block-backend.h"
 #include "system/runstate.h"
 #include "system/system.h"
+#include "../block/vhdx-diff/vhdx-diff.h"
 #include "../migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
 
@@ -192,6 +197,9 @@ typedef struct DiskSwitch {
     char *format;
     char *frozen;
     char *child;
+    char *child_node;
+    BlockDriverState *bs;       /* the active image, not referenced */
+    BlockDriverState *child_bs; /* referenced from open on */
     int64_t size;
     bool made;                  /* child file created */
 } DiskSwitch;
@@ -200,11 +208,15 @@ static void disk_switch_free(gpointer p)
 {
     DiskSwitch *d = p;
 
+    if (d->child_bs) {
+        bdrv_unref(d->child_bs);
+    }
     g_free(d->device);
     g_free(d->node);
     g_free(d->format);
     g_free(d->frozen);
     g_free(d->child);
+    g_free(d->child_node);
     g_free(d);
 }
 
@@ -233,6 +245,7 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
                        bs->filename);
             return NULL;
         }
+        d->bs = bs;
         d->node = g_strdup(bdrv_get_node_name(bs));
         d->format = g_strdup(fmt);
         /* Absolute, so that the store does not depend on the cwd */
@@ -243,7 +256,9 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
                              checkpoint_image_filename(bs));
             return NULL;
         }
+        bdrv_graph_rdlock_main_loop();
         d->size = bdrv_getlength(bs);
+        bdrv_graph_rdunlock_main_loop();
         if (d->size < 0) {
             error_setg_errno(errp, -d->size, "Cannot get the size of disk"
                              " '%s'", d->device);
@@ -252,6 +267,9 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
         d->child = checkpoint_child_name(d->frozen, id,
                                          strcmp(fmt, "vhdx") ? "qcow2" :
                                          "avhdx");
+        /* Named after the checkpoint: "ckpt-<8 hex digits of id>-<n>" */
+        d->child_node = g_strdup_printf("ckpt-%.8s-%d", id,
+                                        disks->len - 1);
         if (access(d->child, F_OK) == 0) {
             error_setg(errp, "Cannot create '%s' for disk '%s': the file"
                        " exists", d->child, d->device);
@@ -261,59 +279,100 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
     return g_steal_pointer(&disks);
 }
 
-static bool switch_disks(GPtrArray *disks, const char *id, Error **errp)
+/* Remove the children made so far */
+static void remove_children(GPtrArray *disks)
 {
-    TransactionActionList *actions = NULL, **tail = &actions;
-    Error *err = NULL;
-    bool ok;
     int i;
 
     for (i = 0; i < disks->len; i++) {
         DiskSwitch *d = g_ptr_array_index(disks, i);
-        TransactionAction *act;
-        BlockdevSnapshotSync *s;
 
-        /*
-         * Made here, not by the transaction, so that the child names its
-         * parent by the parent's file name (the node's may be "json:")
-         */
+        g_clear_pointer(&d->child_bs, bdrv_unref);
+        if (d->made) {
+            unlink(d->child);
+            d->made = false;
+        }
+    }
+}
+
+/*
+ * Create and open every child before the pause, while the VM runs: the
+ * pause is then the switch alone.  A vhdx child records its parent's
+ * DataWriteGuid, which the parent's first write since it was opened
+ * changes: settle it first.
+ */
+static bool make_children(GPtrArray *disks, Error **errp)
+{
+    Error *local_err = NULL;
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskSwitch *d = g_ptr_array_index(disks, i);
+        QDict *opts;
+        int flags;
+
+        if (!strcmp(d->format, "vhdx") &&
+            vhdx_diff_settle_data_write_guid(d->bs, errp) < 0) {
+            goto fail;
+        }
+        /* The child names its parent by file name (the node's may be json:) */
         bdrv_img_create(d->child, d->format, d->frozen, d->format, NULL,
-                        d->size, BDRV_O_NO_BACKING, true, &err);
-        if (err) {
-            goto out;
+                        d->size, BDRV_O_NO_BACKING, true, &local_err);
+        if (local_err) {
+            error_propagate(errp, local_err);
+            goto fail;
         }
         d->made = true;
-        act = g_new0(TransactionAction, 1);
-        s = g_new0(BlockdevSnapshotSync, 1);
+        /* Opened like the image it goes on top of (cache mode, AIO) */
+        flags = d->bs->open_flags & ~(BDRV_O_SNAPSHOT | BDRV_O_COPY_ON_READ |
+                                      BDRV_O_NO_BACKING | BDRV_O_PROTOCOL);
+        opts = qdict_new();
+        qdict_put_str(opts, "driver", d->format);
+        qdict_put_str(opts, "node-name", d->child_node);
+        qdict_put_null(opts, "backing");
+        d->child_bs = bdrv_open(d->child, NULL, opts, flags | BDRV_O_RDWR,
+                                errp);
+        if (!d->child_bs) {
+            goto fail;
+        }
+    }
+    return true;
 
-        s->node_name = g_strdup(d->node);
-        /* Named after the checkpoint: "ckpt-<8 hex digits of id>-<n>" */
-        s->snapshot_node_name = g_strdup_printf("ckpt-%.8s-%d", id, i);
-        s->snapshot_file = g_strdup(d->child);
-        s->format = g_strdup(d->format);
-        s->has_mode = true;
-        s->mode = NEW_IMAGE_MODE_EXISTING;
-        act->type = TRANSACTION_ACTION_KIND_BLOCKDEV_SNAPSHOT_SYNC;
-        act->u.blockdev_snapshot_sync.data = s;
+fail:
+    error_prepend(errp, "Cannot make the differencing images of the"
+                  " checkpoint: ");
+    remove_children(disks);
+    return false;
+}
+
+/* Inside the pause: every disk goes on top of its child, or none does */
+static bool switch_disks(GPtrArray *disks, Error **errp)
+{
+    TransactionActionList *actions = NULL, **tail = &actions;
+    int i;
+
+    for (i = 0; i < disks->len; i++) {
+        DiskSwitch *d = g_ptr_array_index(disks, i);
+        TransactionAction *act = g_new0(TransactionAction, 1);
+        BlockdevSnapshot *s = g_new0(BlockdevSnapshot, 1);
+
+        s->node = g_strdup(d->node);
+        s->overlay = g_strdup(d->child_node);
+        act->type = TRANSACTION_ACTION_KIND_BLOCKDEV_SNAPSHOT;
+        act->u.blockdev_snapshot.data = s;
         QAPI_LIST_APPEND(tail, act);
     }
     if (actions) {
-        qmp_transaction(actions, NULL, &err);
-    }
-out:
-    ok = !err;
-    qapi_free_TransactionActionList(actions);
-    if (!ok) {
-        for (i = 0; i < disks->len; i++) {
-            DiskSwitch *d = g_ptr_array_index(disks, i);
+        Error *local_err = NULL;
 
-            if (d->made) {
-                unlink(d->child);
-            }
+        qmp_transaction(actions, NULL, &local_err);
+        qapi_free_TransactionActionList(actions);
+        if (local_err) {
+            error_propagate(errp, local_err);
+            return false;
         }
-        error_propagate(errp, err);
     }
-    return ok;
+    return true;
 }
 
 static char *default_name(void)
@@ -354,28 +413,6 @@ static bool create_allowed(Error **errp)
     return true;
 }
 
-/*
- * The files the create is about to make, recorded in the manifest
- * before the pause so that a crash before the checkpoint is recorded
- * has them removed
- */
-static bool record_new_files(const char *id, GPtrArray *disks,
-                             const char *state_dir, Error **errp)
-{
-    strList *files = NULL;
-    int i;
-
-    QAPI_LIST_PREPEND(files, g_strdup(state_dir));
-    QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
-    for (i = 0; i < disks->len; i++) {
-        DiskSwitch *d = g_ptr_array_index(disks, i);
-
-        QAPI_LIST_PREPEND(files, g_strdup(d->child));
-    }
-    return checkpoint_store_begin_operation(CHECKPOINT_OPERATION_CREATE, id,
-                                            files, errp);
-}
-
 /* The manifest entry of the new checkpoint and the disks' new images */
 static CheckpointManifestEntry *new_entry(const char *id, const char *name,
                                           GPtrArray *disks,
@@ -408,20 +445,53 @@ static CheckpointManifestEntry *new_entry(const char *id, const char *name,
     return e;
 }
 
+/*
+ * The commit point, before the pause: the checkpoint "creating", "Now"
+ * under it, the children active, and the state file as the operation's
+ * new file.  A crash from here on leaves a store whose disks are the
+ * children (they hold nothing yet: the parent's content shows through)
+ * and whose "creating" checkpoint is dropped when it is opened again.
+ */
+static bool record(const char *id, const char *name, GPtrArray *disks,
+                   const char *state_dir, Error **errp)
+{
+    CheckpointManifestDiskList *active;
+    CheckpointManifestEntry *e;
+    strList *files = NULL;
+
+    QAPI_LIST_PREPEND(files, g_strdup(state_dir));
+    QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
+    e = new_entry(id, name, disks, &active);
+    return checkpoint_store_add(e, active, files, errp);
+}
+
+/* Undo record(): the active images before it were @old_active */
+static void unrecord(const char *id, CheckpointManifestDiskList *old_active)
+{
+    CheckpointManifest *m = checkpoint_store_manifest();
+    Error *local_err = NULL;
+
+    qapi_free_CheckpointManifestDiskList(m->active);
+    m->active = old_active;
+    if (!checkpoint_store_drop(id, &local_err)) {
+        error_report_err(local_err);
+    }
+}
+
 char *checkpoint_create_start(const char *name, const char *job_id,
                               Error **errp)
 {
     CowSnapshotOptions opts = { .done = checkpoint_create_done };
     g_autoptr(GPtrArray) disks = NULL;
     g_autofree char *id = NULL, *state = NULL, *default_job = NULL;
-    CheckpointManifestDiskList *active;
-    CheckpointManifestEntry *e;
+    CheckpointManifestDiskList *old_active;
     CheckpointCreate *c;
     QemuUUID uuid;
     Error *local_err = NULL;
     Job *job;
     bool was_running;
 
+    checkpoint_apply_finish();
     if (!create_allowed(errp)) {
         return NULL;
     }
@@ -444,17 +514,24 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     if (!job) {
         goto fail_early;
     }
-    if (!record_new_files(id, disks, c->state_dir, errp)) {
-        goto fail_job;
-    }
     if (g_mkdir_with_parents(c->state_dir, 0700) < 0) {
         error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
-        goto fail_operation;
+        goto fail_job;
+    }
+    /* Everything that grows with disks or RAM happens while the VM runs */
+    if (!make_children(disks, errp)) {
+        goto fail_dir;
     }
     opts.opaque = c;
-    /* RAM armed while the VM runs: the pause does not grow with RAM */
     if (!cow_snapshot_prepare(state, &opts, errp)) {
-        goto fail_dir;
+        goto fail_children;
+    }
+    old_active = QAPI_CLONE(CheckpointManifestDiskList,
+                            checkpoint_store_manifest()->active);
+    if (!record(id, name, disks, c->state_dir, errp)) {
+        unrecord(id, old_active);
+        cow_snapshot_abort_prepared();
+        goto fail_children;
     }
 
     /* The pause: memory and disks of the same instant */
@@ -466,7 +543,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     creating = c;
     c->job = container_of(job, CheckpointCreateJob, common);
     checkpoint_crash_point("create-before-switch");
-    if (!switch_disks(disks, id, &local_err)) {
+    if (!switch_disks(disks, &local_err)) {
         error_propagate_prepend(errp, local_err, "Cannot switch the disks"
                                 " to new differencing images: ");
         c->abandoned = true;
@@ -477,7 +554,8 @@ char *checkpoint_create_start(const char *name, const char *job_id,
             /* The callback cleans up */
             cow_snapshot_cancel();
         }
-        checkpoint_store_end_operation();
+        unrecord(id, old_active);
+        remove_children(disks);
         if (was_running) {
             vm_start();
         }
@@ -485,16 +563,10 @@ char *checkpoint_create_start(const char *name, const char *job_id,
         return NULL;
     }
     checkpoint_crash_point("create-after-switch");
-
-    /* Recorded before the guest writes to the children */
-    e = new_entry(id, name, disks, &active);
-    if (!checkpoint_store_add(e, active, &local_err)) {
-        /* The tree in memory has it; the next manifest write saves it */
-        error_report_err(local_err);
-    }
     if (was_running) {
         vm_start();
     }
+    qapi_free_CheckpointManifestDiskList(old_active);
 
     job_start(job);
     c->recorded = true;
@@ -507,10 +579,11 @@ fail_resume:
     if (was_running) {
         vm_start();
     }
+    unrecord(id, old_active);
+fail_children:
+    remove_children(disks);
 fail_dir:
     remove_state_dir(c->state_dir);
-fail_operation:
-    checkpoint_store_end_operation();
 fail_job:
     job_early_fail(job);
 fail_early:

@@ -633,3 +633,23 @@ void vhdx_diff_close(BDRVVHDXState *s)
     g_free(s->diff);
     s->diff = NULL;
 }
+
+int vhdx_diff_settle_data_write_guid(BlockDriverState *bs, Error **errp)
+{
+    BDRVVHDXState *s = bs->opaque;
+    int ret;
+
+    GLOBAL_STATE_CODE();
+    assert(!strcmp(bs->drv->format_name, "vhdx"));
+    /* A guest write in flight may be giving it a new one right now */
+    bdrv_drained_begin(bs);
+    bdrv_graph_rdlock_main_loop();
+    ret = vhdx_user_visible_write(bs, s);
+    bdrv_graph_rdunlock_main_loop();
+    bdrv_drained_end(bs);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Cannot update the headers of '%s'",
+                         bs->filename);
+    }
+    return ret;
+}

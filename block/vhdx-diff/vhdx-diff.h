@@ -122,6 +122,15 @@ int GRAPH_RDLOCK
 vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
                int flags, Error **errp);
 void vhdx_diff_close(BDRVVHDXState *s);
+
+/*
+ * Give the vhdx image @bs (open read-write) the DataWriteGuid it keeps
+ * until it is closed, as its first user-visible write would.  A child
+ * created from the file afterwards stays linked to @bs even if the
+ * guest writes to @bs before the child is put on top of it (checkpoints
+ * make the child while the VM runs).  Main loop.
+ */
+int vhdx_diff_settle_data_write_guid(BlockDriverState *bs, Error **errp);
 bool vhdx_diff_read_current_header(int fd, VHDXHeader *current);
 
 /* check.c */
