@@ -2,16 +2,21 @@
 #
 #   make run     build what is missing, boot the default guest (QMP + HMP)
 #   make check   build what is missing, run every test
+#   make demo    build what is missing, a scripted tour of checkpoints
+#                (scripts/demo: create, apply, rename; prints the tree)
 #   make bench-disk   differencing VHDX vs qcow2 (and cp): JSON lines and
 #                a table of ratios (a benchmark, not a test)
 #   make bench-ram    copy-on-write RAM snapshot vs upstream mechanisms
 #                (JSON lines, then ratios; a benchmark, not a test)
+#   make bench-checkpoint  checkpoint-create/apply pause and restore time
+#                vs savevm/loadvm (JSON lines, then medians, ratios and
+#                targets; a benchmark, not a test)
 #   make bench        every benchmark
 #
 # Every target installs the Debian packages it needs first (as root), and
 # prepares qemu/ from the pinned source and patches/ when needed.
 
-.PHONY: all deps prepare qemu guest run check bench bench-disk bench-ram refresh-patches clean distclean
+.PHONY: all deps prepare qemu guest asan run demo check bench bench-disk bench-ram bench-checkpoint refresh-patches clean distclean
 
 all: qemu guest
 
@@ -32,10 +37,18 @@ guest: qemu
 run: qemu guest
 	@scripts/run-vm
 
-check: qemu guest
+check: qemu guest asan
 	@scripts/run-tests
 
-bench: bench-disk bench-ram
+# qemu-img with AddressSanitizer, for the fuzzing corpus of the vhdx
+# open path (tests/fuzz/README.md).
+asan: prepare
+	@scripts/build-asan-img
+
+demo: qemu guest
+	@scripts/demo
+
+bench: bench-disk bench-ram bench-checkpoint
 
 # A benchmark, not a test: see scripts/bench-disk.
 bench-disk: qemu
@@ -45,11 +58,15 @@ bench-disk: qemu
 bench-ram: qemu
 	@scripts/bench-ram $(BENCH_ARGS)
 
+# Not a test either: checkpoint-create/apply against savevm/loadvm.
+bench-checkpoint: qemu
+	@scripts/bench-checkpoint $(BENCH_ARGS)
+
 refresh-patches:
 	@scripts/refresh-patches
 
 clean:
-	rm -rf build/qemu build/guest build/run
+	rm -rf build/qemu build/asan build/guest build/run build/demo
 
 # Also drops the prepared tree, with any commits not yet in patches/.
 distclean:
