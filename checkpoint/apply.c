@@ -110,7 +110,7 @@ static GPtrArray *plan_disks(CheckpointManifestEntry *e,
         disk_apply_free);
     BlockBackend *blk;
 
-    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
         BlockDriverState *bs = blk_bs(blk);
         DiskApply *d;
 
@@ -401,6 +401,7 @@ static bool commit_manifest(CheckpointManifestEntry *e, GPtrArray *disks,
         if (checkpoint_leftover_name_valid(d->old_filename) &&
             !is_frozen(m, d->old_filename)) {
             QAPI_LIST_PREPEND(op->stale_files, g_strdup(d->old_filename));
+            op->has_stale_files = true;
         } else {
             warn_report("Checkpoint apply keeps '%s' (disk '%s'): it is not"
                         " an image a checkpoint made", d->old_filename,
@@ -417,6 +418,7 @@ static bool commit_manifest(CheckpointManifestEntry *e, GPtrArray *disks,
         m->current = old_current;
         qapi_free_strList(op->stale_files);
         op->stale_files = NULL;
+        op->has_stale_files = false;
         op->new_files = old_new_files;
         return false;
     }

@@ -100,7 +100,7 @@ static bool check_disks(const char *dir, CheckpointManifest *m,
     for (l = m->active; l; l = l->next) {
         g_hash_table_insert(active, l->value->device, l->value);
     }
-    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
         g_autofree char *dev = NULL;
         CheckpointManifestDisk *d;
         BlockDriverState *bs = blk_bs(blk);

@@ -227,7 +227,7 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
         disk_switch_free);
     BlockBackend *blk;
 
-    for (blk = blk_next(NULL); blk; blk = blk_next(blk)) {
+    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
         BlockDriverState *bs = blk_bs(blk);
         DiskSwitch *d;
         const char *fmt;

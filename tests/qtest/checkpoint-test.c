@@ -660,7 +660,9 @@ static char *disk_node(QTestState *qts, const char *device)
     QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
         QDict *b = qobject_to(QDict, qlist_entry_obj(e));
 
-        if (!strcmp(qdict_get_str(b, "device"), device)) {
+        /* A -drive id, or the id of a device with a -blockdev node */
+        if (!strcmp(qdict_get_str(b, "device"), device) ||
+            !g_strcmp0(qdict_get_try_str(b, "qdev"), device)) {
             node = g_strdup(qdict_get_str(qdict_get_qdict(b, "inserted"),
                                           "node-name"));
         }
@@ -934,6 +936,98 @@ static void test_apply(void)
     qtest_quit(qts);
 }
 
+static char *blockdev_args(const char *qcow2, const char *vhdx)
+{
+    return g_strdup_printf(
+        "-m 64M"
+        " -blockdev driver=file,filename=%s,node-name=f0"
+        " -blockdev driver=qcow2,file=f0,node-name=n0"
+        " -device virtio-blk-device,drive=n0,id=vd0"
+        " -blockdev driver=file,filename=%s,node-name=f1"
+        " -blockdev driver=vhdx,file=f1,node-name=n1"
+        " -device virtio-blk-device,drive=n1,id=vd1", qcow2, vhdx);
+}
+
+static bool has_node(QTestState *qts, const char *name)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-named-block-nodes',"
+                           " 'arguments': {'flat': true}}");
+    const QListEntry *e;
+    bool found = false;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *n = qobject_to(QDict, qlist_entry_obj(e));
+
+        found |= !strcmp(qdict_get_str(n, "node-name"), name);
+    }
+    qobject_unref(rsp);
+    return found;
+}
+
+/* Disks given as -blockdev nodes to -device, as management tools do */
+static void test_apply_blockdev(void)
+{
+    g_autofree char *dir = tmp_path("blockdev-store");
+    g_autofree char *qcow2 = tmp_path("bd0.qcow2");
+    g_autofree char *vhdx = tmp_path("bd1.vhdx");
+    g_autofree char *args = NULL, *a = NULL, *b = NULL, *bnode = NULL;
+    g_autofree char *b0 = NULL, *act0 = NULL, *act1 = NULL, *disks = NULL;
+    QTestState *qts;
+    QDict *rsp, *c;
+    QList *list;
+
+    g_assert(mkimg(qcow2, "qcow2", 16));
+    g_assert(mkimg(vhdx, "vhdx", 16));
+    disks = blockdev_args(qcow2, vhdx);
+    args = g_strdup_printf("%s -checkpoints dir=%s,type=standard", disks,
+                           dir);
+    qts = vm_start(args);
+    g_free(qtest_hmp(qts, "qemu-io -d vd0 \"write -P 0xaa 0 64k\""));
+    g_free(qtest_hmp(qts, "qemu-io -d vd1 \"write -P 0xaa 0 64k\""));
+    a = create_and_wait(qts, "A");
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    c = find_checkpoint(list, a);
+    g_assert_cmpint(qlist_size(qdict_get_qlist(c, "disks")), ==, 2);
+    g_assert_cmpstr(qdict_get_str(find_disk(qdict_get_qlist(c, "disks"),
+                                            "vd0"), "filename"), ==, qcow2);
+    g_assert_cmpstr(qdict_get_str(find_disk(qdict_get_qlist(c, "disks"),
+                                            "vd1"), "filename"), ==, vhdx);
+    qobject_unref(rsp);
+
+    g_free(qtest_hmp(qts, "qemu-io -d vd0 \"write -P 0xbb 0 64k\""));
+    g_free(qtest_hmp(qts, "qemu-io -d vd1 \"write -P 0xbb 0 64k\""));
+    b = create_and_wait(qts, "B");
+    assert_disk_pattern(qts, "vd0", 0xbb);
+    bnode = disk_node(qts, "vd0");
+    g_assert(apply_and_wait(qts, "A", a, false) == NULL);
+    assert_disk_pattern(qts, "vd0", 0xaa);
+    assert_disk_pattern(qts, "vd1", 0xaa);
+    /* The node B's child had is gone with its file */
+    g_assert(!has_node(qts, bnode));
+    b0 = g_strdup_printf("%s/bd0_%s.qcow2", tmpdir, b);
+    assert_gone(b0);
+    qtest_quit(qts);
+
+    /* A new QEMU on the active images, as -blockdev nodes too */
+    act0 = active_image(dir, "vd0");
+    act1 = active_image(dir, "vd1");
+    g_clear_pointer(&disks, g_free);
+    g_clear_pointer(&args, g_free);
+    disks = blockdev_args(act0, act1);
+    args = g_strdup_printf("%s -checkpoints dir=%s", disks, dir);
+    qts = vm_start(args);
+    g_assert(apply_and_wait(qts, b, b, false) == NULL);
+    assert_disk_pattern(qts, "vd0", 0xbb);
+    assert_disk_pattern(qts, "vd1", 0xbb);
+    /* The nodes given on the command line went with their files */
+    g_assert(!has_node(qts, "n0"));
+    g_assert(!has_node(qts, "f0"));
+    assert_gone(act0);
+    assert_gone(act1);
+    qtest_quit(qts);
+}
+
 /* A store with one disk; @frozen is its image in checkpoints A and B */
 static char *make_apply_store(const char *name, const char *active,
                               const char *frozen)
@@ -1149,6 +1243,7 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/create", test_create);
     qtest_add_func("/checkpoint/create-no-store", test_create_no_store);
     qtest_add_func("/checkpoint/apply", test_apply);
+    qtest_add_func("/checkpoint/apply-blockdev", test_apply_blockdev);
     qtest_add_func("/checkpoint/apply-refused", test_apply_refused);
     qtest_add_func("/checkpoint/recovery", test_recovery);
     ret = g_test_run();
