@@ -16,10 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hvcp_tap import (Tap, QEMU_IO, contents, qemu_img, qemu_io, run,  # noqa: E402
                       sha256_file, need_tools)
+import vhdx_image  # noqa: E402
 
 t = Tap()
 MiB = 1024 * 1024
@@ -227,14 +229,39 @@ def test_crash_after_flush(tmp):
     t.ok(not bad, 'later writes read as written or as the parent', bad)
 
 
+def test_log_guid_without_entry(tmp):
+    """A writer killed between setting a new LogGuid and writing the
+    first entry under it: the image must stay writable"""
+    base = os.path.join(tmp, 'lbase.vhdx')
+    child = os.path.join(tmp, 'lchild.avhdx')
+    create(base, block_size='8M')
+    model = Model()
+    apply(base, model, [(0, SIZE, 0x5a)])
+    create(child, 'lbase.vhdx', block_size='1M')
+    apply(child, model, [(0, 4096, 0x41)])
+    vhdx_image.set_log_guid(child, uuid.uuid4())
+    r = qemu_img('convert', '-O', 'raw', child, os.path.join(tmp, 'l.raw'))
+    t.ok(r.returncode == 0, 'read-only open of an image with an empty log'
+         ' under a LogGuid', r.stderr)
+    r = qemu_io('-f', 'vhdx', '-c', f'write -P 0x42 {5 * MiB} 4096', child)
+    t.ok(r.returncode == 0 and 'failed' not in r.stdout, 'a new block can'
+         ' be written (log emptied on a read-write open)',
+         r.stdout + r.stderr)
+    model.write(5 * MiB, 4096, 0x42)
+    check(child, model, tmp, 'the write and the old data read back')
+    t.ok(vhdx_image.log_guid(child) == uuid.UUID(int=0),
+         'the LogGuid is zero again', str(vhdx_image.log_guid(child)))
+
+
 def main():
     need_tools()
-    t.plan(12)
+    t.plan(16)
     with tempfile.TemporaryDirectory(prefix='vhdx-write-') as tmp:
         base, mid, top, mtop = test_layers(tmp)
         test_vhdimount(tmp, top, mtop)
         test_crash(tmp)
         test_crash_after_flush(tmp)
+        test_log_guid_without_entry(tmp)
     return 1 if t.failed else 0
 
 

@@ -63,6 +63,35 @@ def set_data_write_guid(path, guid):
             f.write(h)
 
 
+def set_log_guid(path, guid):
+    """Write @guid (uuid.UUID) as LogGuid of both headers, as a writer
+    killed between setting it and writing the first log entry leaves it"""
+    with open(path, 'r+b') as f:
+        for off in HEADER_OFFSETS:
+            f.seek(off)
+            h = bytearray(f.read(HEADER_SIZE))
+            if h[0:4] != b'head':
+                raise ValueError(f'{path}: no VHDX header at {off}')
+            h[48:64] = guid.bytes_le
+            h[4:8] = b'\0\0\0\0'
+            struct.pack_into('<I', h, 4, crc32c(h))
+            f.seek(off)
+            f.write(h)
+
+
+def log_guid(path):
+    """LogGuid of the header with the higher sequence number"""
+    with open(path, 'rb') as f:
+        best = None
+        for off in HEADER_OFFSETS:
+            f.seek(off)
+            h = f.read(HEADER_SIZE)
+            seq, = struct.unpack_from('<Q', h, 8)
+            if best is None or seq > best[0]:
+                best = (seq, uuid.UUID(bytes_le=h[48:64]))
+    return best[1]
+
+
 METADATA_REGION = uuid.UUID('8b7ca206-4790-4b9a-b8fe-575f050f886e')
 PARENT_LOCATOR_ITEM = uuid.UUID('a8d35f2d-b30b-454d-abf7-d3d84834ab0c')
 
