@@ -121,10 +121,12 @@ def qemu_args(disks=(), memory=256, serial=None, qmp=None, qga=None, extra=()):
         args += ['-device', 'virtio-serial-device',
                  '-chardev', f'socket,id=qga,path={qga},server=on,wait=off',
                  '-device', f'virtserialport,chardev=qga,name={QGA_PORT_NAME}']
+    # Device ids vda, vdb, ... (the guest's names): checkpoints name the
+    # disks after them
     for i, (path, fmt) in enumerate(disks):
         args += ['-blockdev', f'driver=file,filename={path},node-name=file{i}',
                  '-blockdev', f'driver={fmt},file=file{i},node-name=disk{i}',
-                 '-device', f'virtio-blk-device,drive=disk{i}']
+                 '-device', f'virtio-blk-device,drive=disk{i},id=vd{chr(97 + i)}']
     return args + list(extra)
 
 

@@ -2,6 +2,8 @@
 """The main job, "make run" (scripts/run-vm), without a terminal: it
 boots the default guest to GUEST-READY, with QMP, the HMP monitor and the
 guest agent reachable on their sockets, and quits cleanly through QMP.
+Its VM has a checkpoint store: a checkpoint taken through HMP is there,
+with the disk on the checkpoint's child, when run-vm starts again.
 Prints TAP.
 
 Run by meson (suite hyperv-checkpoints-guest), or by hand:
@@ -35,11 +37,12 @@ def wait_for_output(path, text, proc, timeout):
 
 
 def hmp_command(path, command):
-    """One command on the HMP socket; returns what the monitor printed."""
+    """One command on the HMP socket; returns what the monitor printed
+    (up to the answer of an "info status" sent after it)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(path)
-        s.sendall(command.encode() + b'\n')
+        s.sendall(command.encode() + b'\ninfo status\n')
         out = b''
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and b'VM status' not in out:
@@ -47,8 +50,48 @@ def hmp_command(path, command):
         return out.decode(errors='replace')
 
 
+def checkpoint_first(hmp_path):
+    """HMP checkpoint_create, then wait until info checkpoints says ready"""
+    out = hmp_command(hmp_path, 'checkpoint_create first')
+    expect('Creating checkpoint' in out, f'checkpoint_create said: {out}')
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = hmp_command(hmp_path, 'info checkpoints')
+        if 'first  (id ' in out and ', ready, ' in out:
+            expect('\n  Now' in out, f'no Now under the checkpoint: {out}')
+            return
+        time.sleep(0.5)
+    raise AssertionError(f'checkpoint "first" not ready: {out}')
+
+
+def run_again(run_dir, env, out_path):
+    """A second run-vm on the same folder: the disk is the checkpoint's
+    child and the tree is there"""
+    with open(out_path, 'w') as out:
+        proc = subprocess.Popen([sys.executable, RUN_VM], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for_output(out_path, 'GUEST-READY', proc, BOOT_TIMEOUT)
+        with open(out_path, encoding='utf-8', errors='replace') as f:
+            log = f.read()
+        expect('disk_' in log.split('GUEST-READY')[0] and '.avhdx' in log,
+               'run-vm did not use the child image')
+        out = hmp_command(os.path.join(run_dir, 'hmp.sock'), 'info checkpoints')
+        expect('first  (id ' in out and '\n  Now' in out,
+               f'tree not found again: {out}')
+        try:
+            hmp_command(os.path.join(run_dir, 'hmp.sock'), 'quit')
+        except OSError:
+            pass    # QEMU closes the socket as it quits
+        expect(proc.wait(timeout=30) == 0, f'run-vm exited with {proc.returncode}')
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def main():
-    tap = Tap(6)
+    tap = Tap(8)
     with tempfile.TemporaryDirectory(prefix='hvcp-run-') as run_dir:
         env = dict(os.environ, HVCP_RUN_DIR=run_dir)
         out_path = os.path.join(run_dir, 'out.log')
@@ -73,6 +116,9 @@ def main():
                       lambda: expect('VM status: running' in
                                      hmp_command(os.path.join(run_dir, 'hmp.sock'), 'info status'),
                                      'no "VM status: running" from HMP'))
+            tap.check('the VM has a checkpoint store: HMP checkpoint_create,'
+                      ' info checkpoints shows it ready with Now under it',
+                      lambda: checkpoint_first(os.path.join(run_dir, 'hmp.sock')))
             qga = guestlib.QGA(os.path.join(run_dir, 'qga.sock'))
             tap.check('the guest agent answers guest-ping',
                       lambda: (qga.connect(30), expect(qga.cmd('guest-ping') == {}, 'bad reply')))
@@ -89,6 +135,8 @@ def main():
                     pass
                 expect(proc.wait(timeout=30) == 0, f'run-vm exited with {proc.returncode}')
             tap.check('QMP quit ends run-vm with status 0', quit_cleanly)
+            tap.check('run-vm again: the disk is the checkpoint\'s child,'
+                      ' the tree is back', lambda: run_again(run_dir, env, out_path))
         finally:
             if proc.poll() is None:
                 proc.kill()
