@@ -244,10 +244,7 @@ static bool make_children(GPtrArray *disks, const char *child_id,
         BlockDriverState *cur = blk_bs(d->blk);
         BlockDriverState *frozen;
         g_autofree char *node = NULL;
-        Error *local_err = NULL;
-        QDict *opts;
         int64_t size;
-        int flags;
 
         frozen = open_chain(d->frozen->filename, d->frozen->format, 0, errp);
         if (!frozen) {
@@ -262,26 +259,10 @@ static bool make_children(GPtrArray *disks, const char *child_id,
             bdrv_unref(frozen);
             return false;
         }
-        bdrv_img_create(d->child, d->frozen->format, d->frozen->filename,
-                        d->frozen->format, NULL, size, BDRV_O_NO_BACKING,
-                        true, &local_err);
-        if (local_err) {
-            error_propagate(errp, local_err);
-            bdrv_unref(frozen);
-            return false;
-        }
-        d->made = true;
-
-        /* Opened like the image it replaces (cache mode, AIO) */
-        flags = cur->open_flags & ~(BDRV_O_SNAPSHOT | BDRV_O_COPY_ON_READ |
-                                    BDRV_O_NO_BACKING | BDRV_O_PROTOCOL);
         node = g_strdup_printf("ckpt-%.8s-%d", child_id, i);
-        opts = qdict_new();
-        qdict_put_str(opts, "driver", d->frozen->format);
-        qdict_put_str(opts, "node-name", node);
-        qdict_put_str(opts, "backing", bdrv_get_node_name(frozen));
-        d->new_bs = bdrv_open(d->child, NULL, opts, flags | BDRV_O_RDWR,
-                              errp);
+        d->new_bs = checkpoint_make_child(d->child, d->frozen->filename,
+                                          d->frozen->format, size, node,
+                                          frozen, cur, &d->made, errp);
         bdrv_unref(frozen);
         if (!d->new_bs) {
             return false;

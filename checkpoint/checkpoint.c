@@ -13,6 +13,7 @@
 #include "qapi/error.h"
 #include "qapi/qapi-commands-checkpoint.h"
 #include "qapi/util.h"
+#include "qobject/qdict.h"
 #include "block/block.h"
 #include "block/block_int-common.h"
 #include "block/block-global-state.h"
@@ -596,6 +597,39 @@ char *checkpoint_child_name(const char *parent, const char *id,
     }
     name = g_strdup_printf("%s_%s.%s", base, id, ext);
     return g_build_filename(dir, name, NULL);
+}
+
+BlockDriverState *checkpoint_make_child(const char *child,
+                                        const char *parent, const char *fmt,
+                                        int64_t size, const char *node_name,
+                                        BlockDriverState *backing,
+                                        BlockDriverState *like, bool *made,
+                                        Error **errp)
+{
+    Error *local_err = NULL;
+    QDict *opts;
+    int flags;
+
+    /* The child names its parent by file name (a node's may be json:) */
+    bdrv_img_create(child, fmt, parent, fmt, NULL, size, BDRV_O_NO_BACKING,
+                    true, &local_err);
+    if (local_err) {
+        error_propagate(errp, local_err);
+        return NULL;
+    }
+    *made = true;
+    /* Opened like the image it goes on top of or replaces (cache, AIO) */
+    flags = like->open_flags & ~(BDRV_O_SNAPSHOT | BDRV_O_COPY_ON_READ |
+                                 BDRV_O_NO_BACKING | BDRV_O_PROTOCOL);
+    opts = qdict_new();
+    qdict_put_str(opts, "driver", fmt);
+    qdict_put_str(opts, "node-name", node_name);
+    if (backing) {
+        qdict_put_str(opts, "backing", bdrv_get_node_name(backing));
+    } else {
+        qdict_put_null(opts, "backing");
+    }
+    return bdrv_open(child, NULL, opts, flags | BDRV_O_RDWR, errp);
 }
 
 void checkpoint_crash_point(const char *point)

@@ -102,6 +102,20 @@ char *checkpoint_child_name(const char *parent, const char *id,
                             const char *ext);
 
 /*
+ * Create the differencing image @child of file @parent (format @fmt,
+ * virtual size @size; *@made is set once the file exists) and open it
+ * read-write as node @node_name, on top of node @backing, or with no
+ * backing yet when @backing is NULL, with the cache and AIO options of
+ * node @like.  Returns a new reference.
+ */
+BlockDriverState *checkpoint_make_child(const char *child,
+                                        const char *parent, const char *fmt,
+                                        int64_t size, const char *node_name,
+                                        BlockDriverState *backing,
+                                        BlockDriverState *like, bool *made,
+                                        Error **errp);
+
+/*
  * Crash tests: when the environment variable QEMU_CHECKPOINT_CRASH_AT
  * names @point, QEMU kills itself with SIGKILL here.
  */

@@ -26,7 +26,6 @@
 #include "qapi/qapi-events-checkpoint.h"
 #include "block/block_int-common.h"
 #include "block/block-global-state.h"
-#include "qobject/qdict.h"
 #include "migration/misc.h"
 #include "system/block-backend.h"
 #include "system/runstate.h"
@@ -303,35 +302,18 @@ static void remove_children(GPtrArray *disks)
  */
 static bool make_children(GPtrArray *disks, Error **errp)
 {
-    Error *local_err = NULL;
     int i;
 
     for (i = 0; i < disks->len; i++) {
         DiskSwitch *d = g_ptr_array_index(disks, i);
-        QDict *opts;
-        int flags;
 
         if (!strcmp(d->format, "vhdx") &&
             vhdx_diff_settle_data_write_guid(d->bs, errp) < 0) {
             goto fail;
         }
-        /* The child names its parent by file name (the node's may be json:) */
-        bdrv_img_create(d->child, d->format, d->frozen, d->format, NULL,
-                        d->size, BDRV_O_NO_BACKING, true, &local_err);
-        if (local_err) {
-            error_propagate(errp, local_err);
-            goto fail;
-        }
-        d->made = true;
-        /* Opened like the image it goes on top of (cache mode, AIO) */
-        flags = d->bs->open_flags & ~(BDRV_O_SNAPSHOT | BDRV_O_COPY_ON_READ |
-                                      BDRV_O_NO_BACKING | BDRV_O_PROTOCOL);
-        opts = qdict_new();
-        qdict_put_str(opts, "driver", d->format);
-        qdict_put_str(opts, "node-name", d->child_node);
-        qdict_put_null(opts, "backing");
-        d->child_bs = bdrv_open(d->child, NULL, opts, flags | BDRV_O_RDWR,
-                                errp);
+        d->child_bs = checkpoint_make_child(d->child, d->frozen, d->format,
+                                            d->size, d->child_node, NULL,
+                                            d->bs, &d->made, errp);
         if (!d->child_bs) {
             goto fail;
         }

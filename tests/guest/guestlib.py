@@ -92,6 +92,18 @@ def guest_files():
     return files
 
 
+def require_built():
+    """For a TAP test: True when the guest and QEMU are built; otherwise
+    prints a failing plan that says what is missing and returns False."""
+    try:
+        guest_files()
+        qemu_binary('qemu-system-x86_64')
+    except GuestError as e:
+        print('1..1\nnot ok 1 - guest and QEMU are built\n# ' + str(e))
+        return False
+    return True
+
+
 def create_disk(path, size='64M', fmt='vhdx'):
     """Create a blank disk image with the build's qemu-img."""
     subprocess.run([qemu_binary('qemu-img'), 'create', '-q', '-f', fmt, path, size],

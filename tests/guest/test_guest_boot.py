@@ -76,11 +76,7 @@ def thaw(guest):
 
 
 def main():
-    try:
-        guestlib.guest_files()
-        guestlib.qemu_binary('qemu-system-x86_64')
-    except GuestError as e:
-        print('1..1\nnot ok 1 - guest and QEMU are built\n# ' + str(e))
+    if not guestlib.require_built():
         return 1
 
     tap = Tap(11)

@@ -48,35 +48,30 @@ def read_headers(path):
     return out
 
 
-def set_data_write_guid(path, guid):
-    """Write @guid (uuid.UUID) as DataWriteGuid of both headers"""
+def _rewrite_headers(path, start, data):
+    """Put @data at byte @start of both headers, with new checksums"""
     with open(path, 'r+b') as f:
         for off in HEADER_OFFSETS:
             f.seek(off)
             h = bytearray(f.read(HEADER_SIZE))
             if h[0:4] != b'head':
                 raise ValueError(f'{path}: no VHDX header at {off}')
-            h[32:48] = guid.bytes_le
+            h[start:start + len(data)] = data
             h[4:8] = b'\0\0\0\0'
             struct.pack_into('<I', h, 4, crc32c(h))
             f.seek(off)
             f.write(h)
+
+
+def set_data_write_guid(path, guid):
+    """Write @guid (uuid.UUID) as DataWriteGuid of both headers"""
+    _rewrite_headers(path, 32, guid.bytes_le)
 
 
 def set_log_guid(path, guid):
     """Write @guid (uuid.UUID) as LogGuid of both headers, as a writer
     killed between setting it and writing the first log entry leaves it"""
-    with open(path, 'r+b') as f:
-        for off in HEADER_OFFSETS:
-            f.seek(off)
-            h = bytearray(f.read(HEADER_SIZE))
-            if h[0:4] != b'head':
-                raise ValueError(f'{path}: no VHDX header at {off}')
-            h[48:64] = guid.bytes_le
-            h[4:8] = b'\0\0\0\0'
-            struct.pack_into('<I', h, 4, crc32c(h))
-            f.seek(off)
-            f.write(h)
+    _rewrite_headers(path, 48, guid.bytes_le)
 
 
 def log_guid(path):
