@@ -1028,6 +1028,58 @@ static void test_apply_blockdev(void)
     qtest_quit(qts);
 }
 
+/* Operations that would conflict with a running migration are refused */
+static void test_migration_refused(void)
+{
+    g_autofree char *dir = tmp_path("migrate-store");
+    g_autofree char *img = tmp_path("migrate.qcow2");
+    g_autofree char *out = tmp_path("migrate.out");
+    g_autofree char *uri = g_strdup_printf("file:%s", out);
+    g_autofree char *args = NULL, *err = NULL, *a = NULL;
+    QTestState *qts;
+    QDict *rsp;
+
+    g_assert(mkimg(img, "qcow2", 1));
+    args = g_strdup_printf("-m 64M -drive if=none,id=disk0,file=%s,"
+                           "format=qcow2 -device virtio-blk-device,"
+                           "drive=disk0 -checkpoints dir=%s,type=standard",
+                           img, dir);
+    qts = vm_start(args);
+    a = create_and_wait(qts, "A");
+
+    /* Non-zero RAM at 1 byte/s: the migration runs until cancelled */
+    qtest_memset(qts, PATTERN_RAM, 0x11, 8 * 1024 * 1024);
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'migrate-set-parameters',"
+        " 'arguments': {'max-bandwidth': 1}}");
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'migrate', 'arguments': {'uri': %s}}", uri);
+    err = qmp_error(qts, "{'execute': 'checkpoint-create'}");
+    assert_contains(err, "while a migration runs");
+    g_clear_pointer(&err, g_free);
+    err = qmp_error(qts, "{'execute': 'checkpoint-apply',"
+                    " 'arguments': {'checkpoint': 'A'}}");
+    assert_contains(err, "while a migration runs");
+    qtest_qmp_assert_success(qts, "{'execute': 'migrate_cancel'}");
+    for (;;) {
+        bool cancelled;
+
+        rsp = qtest_qmp_assert_success_ref(qts,
+                  "{'execute': 'query-migrate'}");
+        cancelled = !strcmp(qdict_get_str(rsp, "status"), "cancelled");
+        qobject_unref(rsp);
+        if (cancelled) {
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+
+    /* Nothing changed: the VM runs on, and applying works again */
+    assert_run_state(qts, true);
+    g_assert(apply_and_wait(qts, "A", a, false) == NULL);
+    qtest_quit(qts);
+}
+
 /* A store with one disk; @frozen is its image in checkpoints A and B */
 static char *make_apply_store(const char *name, const char *active,
                               const char *frozen)
@@ -1245,6 +1297,7 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/apply", test_apply);
     qtest_add_func("/checkpoint/apply-blockdev", test_apply_blockdev);
     qtest_add_func("/checkpoint/apply-refused", test_apply_refused);
+    qtest_add_func("/checkpoint/migration-refused", test_migration_refused);
     qtest_add_func("/checkpoint/recovery", test_recovery);
     ret = g_test_run();
 
