@@ -365,7 +365,7 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
     bool first;
     int ret;
 
-    if (!s->diff) {
+    if (!vhdx_diff_is_child(s)) {
         /* Turning a base image into a child is not supported */
         return -ENOTSUP;
     }
@@ -449,7 +449,7 @@ vhdx_diff_co_make_empty(BlockDriverState *bs)
     bool first;
     int ret;
 
-    if (!s->diff) {
+    if (!vhdx_diff_is_child(s)) {
         return -ENOTSUP;
     }
     if (pbs && pbs->drv && !strcmp(pbs->drv->format_name, "vhdx")) {

@@ -38,8 +38,14 @@ typedef struct VHDXParentLocator {
     bool has_linkage2;          /* parent_linkage2 present and not zero */
 } VHDXParentLocator;
 
-/* Per-image state of a differencing image, BDRVVHDXState.diff */
+/*
+ * Per-image state of a differencing image, BDRVVHDXState.diff.  A base
+ * image gets one too (@base set, only the dirty BAT state used) once it
+ * allocates a block, so that its BAT entries reach the log at the next
+ * flush rather than one log entry and its flushes per new block.
+ */
 typedef struct VHDXDiffState {
+    bool base;
     VHDXParentLocator *locator;
     /* The parent file the locator led to, as a path for messages */
     char *parent_path;
@@ -168,6 +174,20 @@ vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s);
 int coroutine_fn GRAPH_RDLOCK vhdx_diff_co_flush(BlockDriverState *bs);
+
+/* Is @s a differencing image (not a base image with deferred metadata)? */
+static inline bool vhdx_diff_is_child(BDRVVHDXState *s)
+{
+    return s->diff && !s->diff->base;
+}
+
+/*
+ * A base image's write has set BAT entry @idx in memory: have the log
+ * write it at the next commit (flush, close, or too much dirty
+ * metadata).  Called with s->lock held.
+ */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_base_bat_set(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx);
 
 /* relink.c */
 int coroutine_fn GRAPH_RDLOCK

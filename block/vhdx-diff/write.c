@@ -37,6 +37,9 @@
  * the same block.  Blocks that read as zeros (ZERO etc.) are converted
  * under the lock, their BAT entry set after the data was written.
  *
+ * Base images (block/vhdx.c's write path) defer their BAT entries the
+ * same way, through vhdx_diff_base_bat_set().
+ *
  * Zero writes come here as zero buffers (the driver has no
  * bdrv_co_pwrite_zeroes) and discards are ignored (no bdrv_co_pdiscard):
  * neither can make a sector read the parent's data again.
@@ -185,6 +188,23 @@ vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s)
         }
         bitmap_clear(d->sb_dirty, start, end - start);
         d->dirty -= end - start;
+    }
+    return 0;
+}
+
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_base_bat_set(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
+{
+    if (!s->diff) {
+        s->diff = g_new0(VHDXDiffState, 1);
+        s->diff->base = true;
+        s->diff->bat_pieces = DIV_ROUND_UP((uint64_t)s->bat_entries *
+                                           sizeof(uint64_t), VHDX_DIFF_PIECE);
+        s->diff->bat_dirty = bitmap_new(s->diff->bat_pieces);
+    }
+    vhdx_diff_dirty_bat(s, idx);
+    if (s->diff->dirty > VHDX_DIFF_DIRTY_MAX) {
+        return vhdx_diff_co_commit(bs, s);
     }
     return 0;
 }

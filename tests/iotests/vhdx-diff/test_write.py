@@ -187,13 +187,21 @@ def test_crash(tmp):
          f'{len(bad)} bad sectors, first {bad[:5]}')
 
 
-def test_crash_after_flush(tmp):
-    """Metadata is logged on flush: flushed writes survive a SIGKILL"""
-    base = os.path.join(tmp, 'fbase.vhdx')
-    child = os.path.join(tmp, 'fchild.avhdx')
+def test_crash_after_flush(tmp, differencing=True):
+    """Metadata is logged on flush: flushed writes survive a SIGKILL.
+    The same holds for a base image, whose BAT entries are deferred to
+    the next flush too."""
+    kind = 'differencing' if differencing else 'base'
+    base = os.path.join(tmp, f'f{kind}-base.vhdx')
+    child = os.path.join(tmp, f'f{kind}-child.avhdx')
     create(base, block_size='8M')
-    apply(base, Model(), [(0, SIZE, 0x5a)])
-    create(child, 'fbase.vhdx', block_size='1M')
+    if differencing:
+        apply(base, Model(), [(0, SIZE, 0x5a)])
+        create(child, os.path.basename(base), block_size='1M')
+        before = 0x5a
+    else:
+        create(child, block_size='1M')
+        before = 0
     flushed = [(0, 4096, 0x61), (3 * MiB + 512, 1 * MiB, 0x62),
                (9 * MiB, 512, 0x63)]
     unflushed = [(20 * MiB, 4096, 0x71), (3 * MiB, 512, 0x72)]
@@ -217,16 +225,18 @@ def test_crash_after_flush(tmp):
     p.send_signal(signal.SIGKILL)
     p.wait()
     r = qemu_img('check', '-r', 'all', child)
-    t.ok(r.returncode == 0, 'check after SIGKILL following a flush',
+    t.ok(r.returncode == 0, f'check after SIGKILL following a flush ({kind})',
          r.stdout + r.stderr)
     got = contents(child, tmp)
     bad = [off for off, length, pat in flushed
            if got[off:off + length] != bytes([pat]) * length]
-    t.ok(not bad, 'every write made before the flush survives', bad)
+    t.ok(not bad, f'every write made before the flush survives ({kind})',
+         bad)
     bad = [off for off, length, pat in unflushed
            if got[off:off + length] not in (bytes([pat]) * length,
-                                            bytes([0x5a]) * length)]
-    t.ok(not bad, 'later writes read as written or as the parent', bad)
+                                            bytes([before]) * length)]
+    t.ok(not bad, f'later writes read as written or as before ({kind})',
+         bad)
 
 
 def test_log_guid_without_entry(tmp):
@@ -255,12 +265,13 @@ def test_log_guid_without_entry(tmp):
 
 def main():
     need_tools()
-    t.plan(16)
+    t.plan(19)
     with tempfile.TemporaryDirectory(prefix='vhdx-write-') as tmp:
         base, mid, top, mtop = test_layers(tmp)
         test_vhdimount(tmp, top, mtop)
         test_crash(tmp)
         test_crash_after_flush(tmp)
+        test_crash_after_flush(tmp, differencing=False)
         test_log_guid_without_entry(tmp)
     return 1 if t.failed else 0
 
