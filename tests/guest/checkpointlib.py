@@ -149,12 +149,23 @@ def active_disks(store, fallback=()):
     return [(d['filename'], d['format']) for d in active]
 
 
-def backing_chain(path):
-    """Every file of path's backing chain, path first (realpaths)."""
-    out = subprocess.run([guestlib.qemu_binary('qemu-img'), 'info', '-U',
-                          '--backing-chain', '--output=json', path],
-                         check=True, capture_output=True, text=True).stdout
-    info = json.loads(out)
+def backing_chain(path, attempts=20):
+    """Every file of path's backing chain, path first (realpaths).
+
+    The image may be open in a running QEMU: while that QEMU writes
+    metadata through the VHDX log (a few milliseconds at each guest
+    flush), a read-only open refuses the image (its log needs a replay),
+    so a failed look is tried again."""
+    for attempt in range(attempts):
+        r = subprocess.run([guestlib.qemu_binary('qemu-img'), 'info', '-U',
+                            '--backing-chain', '--output=json', path],
+                           capture_output=True, text=True)
+        if r.returncode == 0 or attempt == attempts - 1:
+            break
+        time.sleep(0.1)
+    if r.returncode != 0:
+        raise GuestError(f'qemu-img info {path}: {r.stderr.strip()}')
+    info = json.loads(r.stdout)
     if isinstance(info, dict):
         info = [info]
     return [os.path.realpath(i['filename']) for i in info]
