@@ -176,56 +176,124 @@ vhdx_diff_find_run(BlockDriverState *bs, BDRVVHDXState *s,
     }
 }
 
+/* Runs of one read looked up before its I/O starts */
+#define VHDX_READ_RUNS 64
+
+/*
+ * Read @n runs of sectors from @sector_num into @qiov at @qiov_off.
+ * Called with s->lock held; drops it for the I/O.
+ *
+ * Where several runs come from the parent with runs of this file in
+ * between (sector bitmaps: a few sectors written here and there), the
+ * parent is asked once for the whole span and this file's runs are read
+ * over it: in a chain, every level would otherwise split the request
+ * again, and a read at the top of a deep chain would become many small
+ * reads at the bottom.  Not when this file's runs are most of the span
+ * (the parent's copy of them would be read for nothing).
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_read_runs(BlockDriverState *bs, BDRVVHDXState *s,
+                    int64_t sector_num, VHDXRun *runs, int n,
+                    QEMUIOVector *qiov, uint64_t qiov_off)
+{
+    const int bits = s->logical_sector_size_bits;
+    uint64_t span_start = 0, span_end = 0, file_in_span = 0, off;
+    int first = -1, last = -1, parents = 0, i;
+    bool span = false;
+    QEMUIOVector part;
+    int ret = 0;
+
+    for (i = 0, off = 0; i < n; off += runs[i].sectors, i++) {
+        if (runs[i].source == VHDX_RUN_PARENT && bs->backing) {
+            first = first < 0 ? i : first;
+            last = i;
+            parents++;
+            span_end = off + runs[i].sectors;
+        }
+    }
+    if (parents > 1) {
+        for (i = 0, off = 0; i < n; off += runs[i].sectors, i++) {
+            if (i == first) {
+                span_start = off;
+            }
+            if (i > first && i < last && runs[i].source != VHDX_RUN_PARENT) {
+                file_in_span += runs[i].sectors;
+            }
+        }
+        span = file_in_span * 2 <= span_end - span_start;
+    }
+
+    qemu_iovec_init(&part, qiov->niov);
+    qemu_co_mutex_unlock(&s->lock);
+    if (span) {
+        qemu_iovec_concat(&part, qiov, qiov_off + (span_start << bits),
+                          (span_end - span_start) << bits);
+        ret = bdrv_co_preadv(bs->backing,
+                             (sector_num + span_start) << bits,
+                             (span_end - span_start) << bits, &part, 0);
+    }
+    for (i = 0, off = 0; i < n && ret >= 0; off += runs[i].sectors, i++) {
+        uint64_t bytes = (uint64_t)runs[i].sectors << bits;
+
+        if (span && runs[i].source == VHDX_RUN_PARENT) {
+            continue;           /* read with the span */
+        }
+        qemu_iovec_reset(&part);
+        qemu_iovec_concat(&part, qiov, qiov_off + (off << bits), bytes);
+        if (runs[i].source == VHDX_RUN_FILE) {
+            ret = bdrv_co_preadv(bs->file, runs[i].file_offset, bytes,
+                                 &part, 0);
+        } else if (runs[i].source == VHDX_RUN_PARENT && bs->backing) {
+            ret = bdrv_co_preadv(bs->backing, (sector_num + off) << bits,
+                                 bytes, &part, 0);
+        } else {
+            qemu_iovec_memset(&part, 0, 0, bytes);
+        }
+    }
+    qemu_co_mutex_lock(&s->lock);
+    qemu_iovec_destroy(&part);
+    return ret;
+}
+
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_readv(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
                    QEMUIOVector *qiov)
 {
     BDRVVHDXState *s = bs->opaque;
-    QEMUIOVector hd_qiov;
     uint64_t bytes_done = 0;
     int ret = 0;
 
-    qemu_iovec_init(&hd_qiov, qiov->niov);
     qemu_co_mutex_lock(&s->lock);
+    while (nb_sectors > 0 && ret >= 0) {
+        VHDXRun runs[VHDX_READ_RUNS];
+        int64_t next = sector_num;
+        uint32_t sectors = 0;
+        int n = 0;
 
-    while (nb_sectors > 0) {
-        VHDXRun run;
-        uint64_t bytes;
-
-        ret = vhdx_diff_find_run(bs, s, sector_num, nb_sectors, &run);
-        if (ret < 0) {
-            break;
-        }
-        bytes = (uint64_t)run.sectors << s->logical_sector_size_bits;
-        qemu_iovec_reset(&hd_qiov);
-        qemu_iovec_concat(&hd_qiov, qiov, bytes_done, bytes);
-
-        if (run.source == VHDX_RUN_ZERO ||
-            (run.source == VHDX_RUN_PARENT && !bs->backing)) {
-            qemu_iovec_memset(&hd_qiov, 0, 0, bytes);
-        } else {
-            /* The BAT may change while the lock is dropped, not the run */
-            qemu_co_mutex_unlock(&s->lock);
-            if (run.source == VHDX_RUN_FILE) {
-                ret = bdrv_co_preadv(bs->file, run.file_offset, bytes,
-                                     &hd_qiov, 0);
-            } else {
-                ret = bdrv_co_preadv(bs->backing,
-                                     sector_num << s->logical_sector_size_bits,
-                                     bytes, &hd_qiov, 0);
-            }
-            qemu_co_mutex_lock(&s->lock);
+        /*
+         * The BAT may change while the lock is dropped for the I/O, not
+         * the runs looked up before
+         */
+        while (n < VHDX_READ_RUNS && sectors < nb_sectors) {
+            ret = vhdx_diff_find_run(bs, s, next, nb_sectors - sectors,
+                                     &runs[n]);
             if (ret < 0) {
                 break;
             }
+            next += runs[n].sectors;
+            sectors += runs[n].sectors;
+            n++;
         }
-        nb_sectors -= run.sectors;
-        sector_num += run.sectors;
-        bytes_done += bytes;
+        if (ret < 0) {
+            break;
+        }
+        ret = vhdx_diff_read_runs(bs, s, sector_num, runs, n, qiov,
+                                  bytes_done);
+        nb_sectors -= sectors;
+        sector_num += sectors;
+        bytes_done += (uint64_t)sectors << s->logical_sector_size_bits;
     }
-
     qemu_co_mutex_unlock(&s->lock);
-    qemu_iovec_destroy(&hd_qiov);
     return ret < 0 ? ret : 0;
 }
 
