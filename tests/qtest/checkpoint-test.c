@@ -5,7 +5,7 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * No guest code runs: disks are written with qemu-io through HMP, RAM
+ * No guest code runs: disks are written with qemu-io over NBD, RAM
  * through qtest.  Some stores are written by hand (checkpoint/FORMAT.md)
  * to reach states the commands do not make (corrupt files, production
  * checkpoints, what a crash leaves).
@@ -515,9 +515,9 @@ static char *disk_args(const char *qcow2, const char *vhdx)
     return g_strdup_printf(
         "-m 64M"
         " -drive if=none,id=d0,file=%s,format=qcow2"
-        " -device virtio-blk-device,drive=d0"
+        " -device virtio-blk-device,drive=d0,share-rw=on"
         " -drive if=none,id=d1,file=%s,format=vhdx"
-        " -device virtio-blk-device,drive=d1", qcow2, vhdx);
+        " -device virtio-blk-device,drive=d1,share-rw=on", qcow2, vhdx);
 }
 
 static void test_create(void)
@@ -631,11 +631,13 @@ static void test_create_no_store(void)
     qtest_quit(qts);
 }
 
-/* Patterns in both disks (qemu-io through HMP) and in guest RAM */
+/* Patterns in both disks (qemu-io over NBD) and in guest RAM */
 #define PATTERN_RAM 0x200000
 #define PATTERN_LEN 4096
 
 static void assert_pattern(QTestState *qts, uint8_t p);
+static void write_disk_pattern(QTestState *qts, const char *device,
+                               uint8_t p);
 
 static void write_pattern(QTestState *qts, uint8_t p)
 {
@@ -643,8 +645,7 @@ static void write_pattern(QTestState *qts, uint8_t p)
     int i;
 
     for (i = 0; i < ARRAY_SIZE(drives); i++) {
-        g_free(qtest_hmp(qts, "qemu-io %s \"write -P 0x%02x 0 64k\"",
-                         drives[i], p));
+        write_disk_pattern(qts, drives[i], p);
     }
     qtest_memset(qts, PATTERN_RAM, p, PATTERN_LEN);
     assert_pattern(qts, p);
@@ -673,17 +674,19 @@ static char *disk_node(QTestState *qts, const char *device)
 }
 
 /*
- * Read what the guest would see on @device: HMP's qemu-io prints on
- * QEMU's stdout, not to the monitor, so the disk is exported over NBD
- * (read-only) and checked with the qemu-io program.
+ * Run qemu-io command @io on what the guest sees as @device: the node is
+ * exported over NBD and the qemu-io program does the I/O (HMP's qemu-io
+ * prints on QEMU's stdout, which would mix with this test's TAP output).
+ * Returns what qemu-io printed.
  */
-static void assert_disk_pattern(QTestState *qts, const char *device,
-                                uint8_t p)
+static char *disk_io(QTestState *qts, const char *device, bool write,
+                     const char *io)
 {
     g_autofree char *node = disk_node(qts, device);
     g_autofree char *sock = g_strdup_printf("%s/nbd.sock", tmpdir);
-    g_autofree char *qemu_io = NULL, *cmd = NULL, *out = NULL;
+    g_autofree char *qemu_io = NULL, *cmd = NULL;
     g_autofree char *dir = g_path_get_dirname(g_getenv("QTEST_QEMU_IMG"));
+    char *out = NULL;
     QDict *rsp;
     int status;
 
@@ -694,14 +697,36 @@ static void assert_disk_pattern(QTestState *qts, const char *device,
     qtest_qmp_assert_success(qts,
         "{'execute': 'block-export-add', 'arguments':"
         " {'type': 'nbd', 'id': 'check', 'node-name': %s,"
-        "  'name': 'check'}}", node);
+        "  'name': 'check', 'writable': %i}}", node, write);
     qemu_io = g_build_filename(dir, "qemu-io", NULL);
-    cmd = g_strdup_printf("%s -r -f raw nbd+unix:///check?socket=%s"
-                          " -c 'read -P 0x%02x 0 64k'", qemu_io, sock, p);
+    cmd = g_strdup_printf("%s %s -f raw nbd+unix:///check?socket=%s"
+                          " -c '%s'", qemu_io, write ? "" : "-r", sock, io);
     g_assert(g_spawn_command_line_sync(cmd, &out, NULL, &status, NULL));
     qtest_qmp_assert_success(qts,
         "{'execute': 'block-export-del', 'arguments': {'id': 'check'}}");
     qtest_qmp_eventwait(qts, "BLOCK_EXPORT_DELETED");
+    return out;
+}
+
+static void write_disk_pattern(QTestState *qts, const char *device,
+                               uint8_t p)
+{
+    g_autofree char *io = g_strdup_printf("write -P 0x%02x 0 64k", p);
+    g_autofree char *out = disk_io(qts, device, true, io);
+
+    if (!strstr(out, "wrote 65536/65536")) {
+        g_test_message("disk %s, pattern 0x%02x: %s", device, p, out);
+        g_assert_not_reached();
+    }
+}
+
+/* What the guest would read on @device */
+static void assert_disk_pattern(QTestState *qts, const char *device,
+                                uint8_t p)
+{
+    g_autofree char *io = g_strdup_printf("read -P 0x%02x 0 64k", p);
+    g_autofree char *out = disk_io(qts, device, false, io);
+
     if (!strstr(out, "read 65536/65536") ||
         strstr(out, "verification failed")) {
         g_test_message("disk %s, pattern 0x%02x: %s", device, p, out);
@@ -942,10 +967,11 @@ static char *blockdev_args(const char *qcow2, const char *vhdx)
         "-m 64M"
         " -blockdev driver=file,filename=%s,node-name=f0"
         " -blockdev driver=qcow2,file=f0,node-name=n0"
-        " -device virtio-blk-device,drive=n0,id=vd0"
+        " -device virtio-blk-device,drive=n0,id=vd0,share-rw=on"
         " -blockdev driver=file,filename=%s,node-name=f1"
         " -blockdev driver=vhdx,file=f1,node-name=n1"
-        " -device virtio-blk-device,drive=n1,id=vd1", qcow2, vhdx);
+        " -device virtio-blk-device,drive=n1,id=vd1,share-rw=on",
+        qcow2, vhdx);
 }
 
 static bool has_node(QTestState *qts, const char *name)
@@ -982,8 +1008,8 @@ static void test_apply_blockdev(void)
     args = g_strdup_printf("%s -checkpoints dir=%s,type=standard", disks,
                            dir);
     qts = vm_start(args);
-    g_free(qtest_hmp(qts, "qemu-io -d vd0 \"write -P 0xaa 0 64k\""));
-    g_free(qtest_hmp(qts, "qemu-io -d vd1 \"write -P 0xaa 0 64k\""));
+    write_disk_pattern(qts, "vd0", 0xaa);
+    write_disk_pattern(qts, "vd1", 0xaa);
     a = create_and_wait(qts, "A");
     rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
     list = qdict_get_qlist(rsp, "return");
@@ -995,8 +1021,8 @@ static void test_apply_blockdev(void)
                                             "vd1"), "filename"), ==, vhdx);
     qobject_unref(rsp);
 
-    g_free(qtest_hmp(qts, "qemu-io -d vd0 \"write -P 0xbb 0 64k\""));
-    g_free(qtest_hmp(qts, "qemu-io -d vd1 \"write -P 0xbb 0 64k\""));
+    write_disk_pattern(qts, "vd0", 0xbb);
+    write_disk_pattern(qts, "vd1", 0xbb);
     b = create_and_wait(qts, "B");
     assert_disk_pattern(qts, "vd0", 0xbb);
     bnode = disk_node(qts, "vd0");
@@ -1150,9 +1176,10 @@ static void test_apply_refused(void)
     dir = make_apply_store("refused-store", active, frozen);
     args = g_strdup_printf("-m 64M -drive if=none,id=disk0,file=%s,"
                            "format=qcow2 -device virtio-blk-device,"
-                           "drive=disk0 -checkpoints dir=%s", active, dir);
+                           "drive=disk0,share-rw=on -checkpoints dir=%s",
+                           active, dir);
     qts = vm_start(args);
-    g_free(qtest_hmp(qts, "qemu-io disk0 \"write -P 0x5a 0 64k\""));
+    write_disk_pattern(qts, "disk0", 0x5a);
     assert_disk_pattern(qts, "disk0", 0x5a);
     before = read_manifest(dir);
     files = count_files(tmpdir);
@@ -1182,7 +1209,8 @@ static void test_apply_refused(void)
     g_clear_pointer(&args, g_free);
     args = g_strdup_printf("-m 64M -drive if=none,id=disk0,file=%s,"
                            "format=qcow2 -device virtio-blk-device,"
-                           "drive=disk0 -checkpoints dir=%s", active, dir2);
+                           "drive=disk0,share-rw=on -checkpoints dir=%s",
+                           active, dir2);
     qts = vm_start(args);
     g_clear_pointer(&before, g_free);
     before = read_manifest(dir2);
