@@ -36,7 +36,6 @@
 #include "block/aio-wait.h"
 #include "block/block_int-common.h"
 #include "block/block-global-state.h"
-#include "migration/misc.h"
 #include "system/block-backend.h"
 #include "system/runstate.h"
 #include "system/system.h"
@@ -110,13 +109,11 @@ static GPtrArray *plan_disks(CheckpointManifestEntry *e,
         disk_apply_free);
     BlockBackend *blk;
 
-    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
+    for (blk = checkpoint_next_disk(NULL); blk;
+         blk = checkpoint_next_disk(blk)) {
         BlockDriverState *bs = blk_bs(blk);
         DiskApply *d;
 
-        if (!blk_get_attached_dev(blk) || !bs || !blk_is_writable(blk)) {
-            continue;
-        }
         d = g_new0(DiskApply, 1);
         g_ptr_array_add(disks, d);
         d->blk = blk;
@@ -492,13 +489,7 @@ static bool apply_allowed(CheckpointManifestEntry *e, Error **errp)
                    " created");
         return false;
     }
-    if (migration_is_running()) {
-        error_setg(errp, "Cannot apply a checkpoint while a migration runs");
-        return false;
-    }
-    if (cow_snapshot_is_active()) {
-        error_setg(errp, "Cannot apply a checkpoint while a memory snapshot"
-                   " is being saved");
+    if (!checkpoint_vm_idle("apply a checkpoint", errp)) {
         return false;
     }
     /* Prelaunch: started with -S, to be applied before it runs */

@@ -20,6 +20,8 @@
 #include "block/graph-lock.h"
 #include "system/block-backend.h"
 #include "hw/qdev-core.h"
+#include "migration/misc.h"
+#include "../migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
 
 QemuOptsList qemu_checkpoints_opts = {
@@ -67,6 +69,32 @@ const char *checkpoint_image_filename(BlockDriverState *bs)
     return bs->filename;
 }
 
+BlockBackend *checkpoint_next_disk(BlockBackend *blk)
+{
+    /* All backends: -device makes its own for a -blockdev node */
+    while ((blk = blk_all_next(blk))) {
+        if (blk_get_attached_dev(blk) && blk_bs(blk) &&
+            blk_is_writable(blk)) {
+            return blk;
+        }
+    }
+    return NULL;
+}
+
+bool checkpoint_vm_idle(const char *what, Error **errp)
+{
+    if (migration_is_running()) {
+        error_setg(errp, "Cannot %s while a migration runs", what);
+        return false;
+    }
+    if (cow_snapshot_is_active()) {
+        error_setg(errp, "Cannot %s while a memory snapshot is being saved",
+                   what);
+        return false;
+    }
+    return true;
+}
+
 char *checkpoint_disk_name(BlockBackend *blk)
 {
     if (*blk_name(blk)) {
@@ -101,15 +129,13 @@ static bool check_disks(const char *dir, CheckpointManifest *m,
     for (l = m->active; l; l = l->next) {
         g_hash_table_insert(active, l->value->device, l->value);
     }
-    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
-        g_autofree char *dev = NULL;
+    for (blk = checkpoint_next_disk(NULL); blk;
+         blk = checkpoint_next_disk(blk)) {
+        g_autofree char *dev = checkpoint_disk_name(blk);
         CheckpointManifestDisk *d;
         BlockDriverState *bs = blk_bs(blk);
 
-        if (!blk_get_attached_dev(blk) || !bs || !blk_is_writable(blk)) {
-            continue;
-        }
-        dev = checkpoint_disk_name(blk);
+
         d = g_hash_table_lookup(active, dev);
         if (!d) {
             error_setg(errp, "Checkpoint store '%s' does not know disk '%s'"
@@ -471,6 +497,19 @@ static CheckpointManifestEntry *entry_by_id(const char *id)
     return NULL;
 }
 
+/* Record operation @op on checkpoint @id making @new_files (taken over) */
+static void set_operation(CheckpointOperation op, const char *id,
+                          strList *new_files)
+{
+    CheckpointManifestOperation *o = g_new0(CheckpointManifestOperation, 1);
+
+    o->op = op;
+    o->checkpoint = g_strdup(id);
+    o->new_files = new_files;
+    qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
+    ckpt.manifest->operation = o;
+}
+
 bool checkpoint_store_add(CheckpointManifestEntry *e,
                           CheckpointManifestDiskList *active,
                           strList *new_files, Error **errp)
@@ -489,13 +528,7 @@ bool checkpoint_store_add(CheckpointManifestEntry *e,
     qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
     ckpt.manifest->operation = NULL;
     if (new_files) {
-        CheckpointManifestOperation *op;
-
-        op = g_new0(CheckpointManifestOperation, 1);
-        op->op = CHECKPOINT_OPERATION_CREATE;
-        op->checkpoint = g_strdup(e->id);
-        op->new_files = new_files;
-        ckpt.manifest->operation = op;
+        set_operation(CHECKPOINT_OPERATION_CREATE, e->id, new_files);
     }
     return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
 }
@@ -550,15 +583,9 @@ bool checkpoint_store_begin_operation(CheckpointOperation op,
                                       const char *id, strList *new_files,
                                       Error **errp)
 {
-    CheckpointManifestOperation *o = g_new0(CheckpointManifestOperation, 1);
-
-    o->op = op;
-    o->checkpoint = g_strdup(id);
-    o->new_files = new_files;
-    qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
-    ckpt.manifest->operation = o;
+    set_operation(op, id, new_files);
     if (!checkpoint_store_save(errp)) {
-        qapi_free_CheckpointManifestOperation(o);
+        qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
         ckpt.manifest->operation = NULL;
         return false;
     }

@@ -38,6 +38,19 @@ CheckpointDefaultType checkpoint_default_type(void);
  */
 const char *checkpoint_image_filename(BlockDriverState *bs);
 
+/*
+ * The backend after @blk (the first with NULL) of a disk that takes
+ * part in checkpoints: writable and attached to a guest device; NULL
+ * after the last
+ */
+BlockBackend *checkpoint_next_disk(BlockBackend *blk);
+
+/*
+ * Is the VM free of what a create or an apply must not run beside (a
+ * migration, a memory snapshot)?  @errp says "Cannot @what while ...".
+ */
+bool checkpoint_vm_idle(const char *what, Error **errp);
+
 /* The name a disk has in the manifest */
 char *checkpoint_disk_name(BlockBackend *blk);
 

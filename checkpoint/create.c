@@ -26,7 +26,6 @@
 #include "qapi/qapi-events-checkpoint.h"
 #include "block/block_int-common.h"
 #include "block/block-global-state.h"
-#include "migration/misc.h"
 #include "system/block-backend.h"
 #include "system/runstate.h"
 #include "system/system.h"
@@ -226,15 +225,12 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
         disk_switch_free);
     BlockBackend *blk;
 
-    for (blk = blk_all_next(NULL); blk; blk = blk_all_next(blk)) {
+    for (blk = checkpoint_next_disk(NULL); blk;
+         blk = checkpoint_next_disk(blk)) {
         BlockDriverState *bs = blk_bs(blk);
+        const char *fmt = bs->drv->format_name;
         DiskSwitch *d;
-        const char *fmt;
 
-        if (!blk_get_attached_dev(blk) || !bs || !blk_is_writable(blk)) {
-            continue;
-        }
-        fmt = bs->drv->format_name;
         d = g_new0(DiskSwitch, 1);
         d->device = checkpoint_disk_name(blk);
         g_ptr_array_add(disks, d);
@@ -378,13 +374,7 @@ static bool create_allowed(Error **errp)
         error_setg(errp, "A checkpoint is being created already");
         return false;
     }
-    if (migration_is_running()) {
-        error_setg(errp, "Cannot take a checkpoint while a migration runs");
-        return false;
-    }
-    if (cow_snapshot_is_active()) {
-        error_setg(errp, "Cannot take a checkpoint while a memory snapshot"
-                   " is being saved");
+    if (!checkpoint_vm_idle("take a checkpoint", errp)) {
         return false;
     }
     if (!runstate_is_running() && !runstate_check(RUN_STATE_PAUSED)) {
