@@ -197,31 +197,22 @@ vhdx_diff_read_runs(BlockDriverState *bs, BDRVVHDXState *s,
                     QEMUIOVector *qiov, uint64_t qiov_off)
 {
     const int bits = s->logical_sector_size_bits;
-    uint64_t span_start = 0, span_end = 0, file_in_span = 0, off;
-    int first = -1, last = -1, parents = 0, i;
-    bool span = false;
+    uint64_t span_start = 0, span_end = 0, from_parent = 0, off;
+    int parents = 0, i;
+    bool span;
     QEMUIOVector part;
     int ret = 0;
 
     for (i = 0, off = 0; i < n; off += runs[i].sectors, i++) {
         if (runs[i].source == VHDX_RUN_PARENT && bs->backing) {
-            first = first < 0 ? i : first;
-            last = i;
-            parents++;
+            span_start = parents++ ? span_start : off;
             span_end = off + runs[i].sectors;
+            from_parent += runs[i].sectors;
         }
     }
-    if (parents > 1) {
-        for (i = 0, off = 0; i < n; off += runs[i].sectors, i++) {
-            if (i == first) {
-                span_start = off;
-            }
-            if (i > first && i < last && runs[i].source != VHDX_RUN_PARENT) {
-                file_in_span += runs[i].sectors;
-            }
-        }
-        span = file_in_span * 2 <= span_end - span_start;
-    }
+    /* What is not the parent's inside the span is read twice */
+    span = parents > 1 &&
+           (span_end - span_start - from_parent) * 2 <= span_end - span_start;
 
     qemu_iovec_init(&part, qiov->niov);
     qemu_co_mutex_unlock(&s->lock);
