@@ -73,6 +73,14 @@ typedef struct VHDXDiffState {
     unsigned long *sb_dirty;
     uint64_t sb_pieces;
     uint64_t dirty;
+    /*
+     * Allocation (write.c): the end of the last block handed out, the
+     * file's length (0: not known yet) and whether the space between
+     * them is known to read as zeros.
+     */
+    uint64_t file_end;
+    uint64_t file_size;
+    bool tail_zeroed;
 } VHDXDiffState;
 
 /* Granularity of dirty metadata, and limits of a commit (write.c) */

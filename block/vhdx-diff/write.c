@@ -53,39 +53,94 @@
 #include "vhdx-diff.h"
 
 /*
- * Append a 1 MiB aligned block of @size bytes at the end of the file.
+ * The file grows by VHDX_DIFF_GROW at a time rather than by one block:
+ * a truncate per new block was a tenth of the time of an allocating
+ * sequential write.  The space between d->file_end (the end of the last
+ * block handed out) and d->file_size (the file's length) is never
+ * written, so it reads as zeros; vhdx_diff_trim() cuts it off again at
+ * every commit, so that a flushed or closed image ends with its last
+ * block.  A crash in between leaves at most VHDX_DIFF_GROW unused at the
+ * end of the file, which the next open counts as used.
+ */
+#define VHDX_DIFF_GROW  (16 * MiB)
+
+/* Grow the file to @size bytes, zero-filled; @zeroed: known to be */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_grow(BlockDriverState *bs, uint64_t size, bool *zeroed)
+{
+    int ret = bdrv_co_truncate(bs->file, size, false, PREALLOC_MODE_OFF,
+                               BDRV_REQ_ZERO_WRITE, NULL);
+
+    *zeroed = ret != -ENOTSUP;
+    if (ret == -ENOTSUP) {
+        ret = bdrv_co_truncate(bs->file, size, false, PREALLOC_MODE_OFF, 0,
+                               NULL);
+    }
+    return ret;
+}
+
+/*
+ * Hand out a 1 MiB aligned block of @size bytes at the end of the file.
  * With @zero it is guaranteed to read as zeros.
  */
 static int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_alloc(BlockDriverState *bs, uint64_t size, bool zero,
                 uint64_t *offset)
 {
-    int64_t len = bdrv_co_getlength(bs->file->bs);
+    VHDXDiffState *d = ((BDRVVHDXState *)bs->opaque)->diff;
     uint64_t off;
     int ret;
 
-    if (len < 0) {
-        return len;
+    if (!d->file_size) {
+        int64_t len = bdrv_co_getlength(bs->file->bs);
+
+        if (len < 0) {
+            return len;
+        }
+        d->file_end = d->file_size = len;
+        d->tail_zeroed = true;      /* an empty tail */
     }
-    off = ROUND_UP(len, MiB);
-    if (off > INT64_MAX - size) {
+    off = ROUND_UP(d->file_end, MiB);
+    if (off > INT64_MAX - VHDX_DIFF_GROW - size) {
         return -EINVAL;
     }
-    if (zero) {
-        ret = bdrv_co_truncate(bs->file, off + size, false, PREALLOC_MODE_OFF,
-                               BDRV_REQ_ZERO_WRITE, NULL);
-        if (ret != -ENOTSUP) {
-            *offset = off;
+    if (off + size > d->file_size) {
+        uint64_t new_size = ROUND_UP(off + size, VHDX_DIFF_GROW);
+        bool zeroed;
+
+        ret = vhdx_diff_grow(bs, new_size, &zeroed);
+        if (ret < 0) {
+            return ret;
+        }
+        /* What lay between file_end and file_size keeps its guarantee */
+        d->tail_zeroed = d->tail_zeroed && zeroed;
+        d->file_size = new_size;
+    }
+    if (zero && !d->tail_zeroed) {
+        ret = bdrv_co_pwrite_zeroes(bs->file, off, size, 0);
+        if (ret < 0) {
             return ret;
         }
     }
-    ret = bdrv_co_truncate(bs->file, off + size, false, PREALLOC_MODE_OFF, 0,
-                           NULL);
-    if (ret == 0 && zero) {
-        ret = bdrv_co_pwrite_zeroes(bs->file, off, size, 0);
-    }
+    d->file_end = off + size;
     *offset = off;
-    return ret;
+    return 0;
+}
+
+/*
+ * Cut the unused end the file got from vhdx_diff_alloc().  Only tidies
+ * up: the image is consistent with or without it, so a failure is not
+ * an error of the commit.
+ */
+static void coroutine_fn GRAPH_RDLOCK
+vhdx_diff_trim(BlockDriverState *bs, VHDXDiffState *d)
+{
+    if (d->file_size > d->file_end &&
+        bdrv_co_truncate(bs->file, d->file_end, false, PREALLOC_MODE_OFF, 0,
+                         NULL) == 0) {
+        d->file_size = d->file_end;
+        d->tail_zeroed = true;
+    }
 }
 
 /* Mark the 4 KiB piece of the BAT holding entry @idx dirty */
@@ -149,7 +204,7 @@ vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s)
         end = find_next_zero_bit(d->bat_dirty, d->bat_pieces, start);
         end = MIN(end, start + VHDX_DIFF_COMMIT_PIECES);
         first = start * per_piece;
-        count = MIN(end * per_piece, s->bat_rt.length / sizeof(uint64_t)) -
+        count = MIN(end * per_piece, s->bat_length / sizeof(uint64_t)) -
                 first;
         for (i = 0; i < count; i++) {
             /* entries past bat_entries were never converted from LE */
@@ -189,6 +244,7 @@ vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s)
         bitmap_clear(d->sb_dirty, start, end - start);
         d->dirty -= end - start;
     }
+    vhdx_diff_trim(bs, d);
     return 0;
 }
 
