@@ -263,9 +263,53 @@ def test_log_guid_without_entry(tmp):
          'the LogGuid is zero again', str(vhdx_image.log_guid(child)))
 
 
+def last_block_end(path):
+    """End of the last block (payload or sector bitmap) the BAT of @path
+    points at, for images with 1 MiB blocks"""
+    chunk_ratio = 4096  # payload blocks per bitmap block (512 B sectors)
+    entries = (SIZE // MiB + chunk_ratio - 1) // chunk_ratio * \
+        (chunk_ratio + 1)
+    with open(path, 'rb') as f:
+        f.seek(vhdx_image.bat_offset(path))
+        bat = f.read(8 * entries)
+    end = 0
+    for i in range(len(bat) // 8):
+        e = int.from_bytes(bat[8 * i:8 * i + 8], 'little')
+        if e & ~0xFFFFF:
+            end = max(end, (e & ~0xFFFFF) + MiB)
+    return end
+
+
+def test_file_end(tmp):
+    """The file grows ahead of the writes, in steps, and is cut back to
+    its last block at every flush and at the close"""
+    base = os.path.join(tmp, 'ebase.vhdx')
+    child = os.path.join(tmp, 'echild.avhdx')
+    create(base, block_size='8M')
+    model = Model()
+    apply(base, model, [(0, SIZE, 0x5a)])
+    create(child, 'ebase.vhdx', block_size='1M')
+    before = os.path.getsize(child)
+    cmds = []
+    for i in range(40):
+        if i == 20:
+            cmds += ['-c', 'flush']
+        cmds += ['-c', f'write -P {0x60 + i} {i * MiB + 4096} 4096']
+        model.write(i * MiB + 4096, 4096, 0x60 + i)
+    r = qemu_io('-f', 'vhdx', *cmds, child)
+    assert r.returncode == 0 and 'error' not in r.stdout.lower(), r.stderr
+    size = os.path.getsize(child)
+    end = last_block_end(child)
+    # 40 new payload blocks of 1 MiB (the bitmap block may exist already)
+    t.ok(size == end and end >= before + 40 * MiB, 'a closed child ends '
+         'with its last block', f'file {size}, last block ends at {end}, '
+         f'{before} before the writes')
+    check(child, model, tmp, 'blocks allocated in steps read back')
+
+
 def main():
     need_tools()
-    t.plan(19)
+    t.plan(21)
     with tempfile.TemporaryDirectory(prefix='vhdx-write-') as tmp:
         base, mid, top, mtop = test_layers(tmp)
         test_vhdimount(tmp, top, mtop)
@@ -273,6 +317,7 @@ def main():
         test_crash_after_flush(tmp)
         test_crash_after_flush(tmp, differencing=False)
         test_log_guid_without_entry(tmp)
+        test_file_end(tmp)
     return 1 if t.failed else 0
 
 
