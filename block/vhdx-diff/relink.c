@@ -434,6 +434,100 @@ fail:
 }
 
 /*
+ * MS-VHDX footnote 12: "There are two fields so that parent-child links
+ * can be safely maintained while merging child data into the parent.
+ * [...] the implementation has to first store the new GUID in the parent
+ * identifier, and then update the parent's write GUID."
+ *
+ * Child @bs, whose parent currently has DataWriteGuid @cur, learns that
+ * the parent is about to take @next: its locator gets parent_linkage =
+ * @cur and parent_linkage2 = @next, in one log entry, before the parent's
+ * headers change.  A crash at any point of the merge then leaves the
+ * child linked; the relink at the end of the merge (make_empty,
+ * change_backing_file) moves the identity to parent_linkage and zeroes
+ * parent_linkage2 again.  A child linked to another identity is left
+ * alone.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_add_linkage(BlockDriverState *bs, const MSGUID *cur,
+                         const MSGUID *next)
+{
+    BDRVVHDXState *s = bs->opaque;
+    VHDXParentLocator *loc = s->diff ? s->diff->locator : NULL;
+    VHDXParentLocator upd;
+    g_autofree char *cur_str = NULL;
+    g_autofree char *next_str = NULL;
+    g_autofree uint8_t *item = NULL;
+    VHDXParentLocator *parsed;
+    size_t len;
+    bool first;
+    int ret;
+
+    if (!vhdx_diff_is_child(s) || !loc ||
+        (!guid_eq(loc->linkage, *cur) &&
+         !(loc->has_linkage2 && guid_eq(loc->linkage2, *cur)))) {
+        return 0;
+    }
+    cur_str = vhdx_guid_format(cur);
+    next_str = vhdx_guid_format(next);
+    upd = *loc;
+    upd.parent_linkage = cur_str;
+    upd.parent_linkage2 = next_str;
+    item = vhdx_parent_locator_build(&upd, &len);
+    parsed = vhdx_parent_locator_parse(item, len, &error_abort);
+
+    qemu_co_mutex_lock(&s->lock);
+    first = vhdx_hold_data_write_guid(s);
+    ret = vhdx_write_locator(bs, s, item, len);
+    s->first_visible_write = first;
+    qemu_co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        vhdx_parent_locator_free(parsed);
+        error_report("Could not give '%s' its parent's next identity: %s",
+                     bs->filename, strerror(-ret));
+        return ret;
+    }
+    vhdx_parent_locator_free(s->diff->locator);
+    s->diff->locator = parsed;
+    return 0;
+}
+
+int coroutine_mixed_fn GRAPH_RDLOCK
+vhdx_diff_announce_data_write_guid(BlockDriverState *bs, const MSGUID *next)
+{
+    BDRVVHDXState *s = bs->opaque;
+    MSGUID cur = s->headers[s->curr_header]->data_write_guid;
+    BdrvChild *c;
+    int ret;
+
+    if (!qemu_in_coroutine()) {
+        /*
+         * The log replay of the open and the settling before a checkpoint
+         * (vhdx_diff_settle_data_write_guid) run outside coroutines; no
+         * child is open on top of the image then.
+         */
+        return 0;
+    }
+    QLIST_FOREACH(c, &bs->parents, next_parent) {
+        BlockDriverState *child;
+
+        if (c->klass != &child_of_bds || !(c->role & BDRV_CHILD_COW)) {
+            continue;
+        }
+        child = c->opaque;
+        /* A read-only child cannot be told: see vhdx-diff/README.md */
+        if (child->drv != bs->drv || bdrv_is_read_only(child)) {
+            continue;
+        }
+        ret = vhdx_diff_co_add_linkage(child, &cur, next);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
  * Drop all data of this layer (after a commit into the parent): payload
  * blocks become NOT_PRESENT and the bitmaps are cleared (libvhdi reads
  * bitmaps even of NOT_PRESENT blocks).  The commit wrote the parent, so

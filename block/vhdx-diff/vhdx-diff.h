@@ -198,6 +198,14 @@ int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_base_bat_set(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx);
 
 /* relink.c */
+/*
+ * @bs is about to take DataWriteGuid @next (its first user-visible write
+ * of the session): write @next into parent_linkage2 of the writable
+ * differencing images open on top of it first (MS-VHDX footnote 12).
+ * Called with @bs's s->lock held.
+ */
+int coroutine_mixed_fn GRAPH_RDLOCK
+vhdx_diff_announce_data_write_guid(BlockDriverState *bs, const MSGUID *next);
 int coroutine_fn GRAPH_RDLOCK
 vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
                             const char *backing_fmt);

@@ -10,13 +10,17 @@
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vhdx_image  # noqa: E402
-from hvcp_tap import (Tap, qemu_img, qemu_io, raw_sha256, run,  # noqa: E402
-                      need_tools)
+from hvcp_tap import (Tap, QEMU_IMG, qemu_img, qemu_io,  # noqa: E402
+                      raw_sha256, run, need_tools)
 
 t = Tap()
 
@@ -121,6 +125,61 @@ def test_commit(tmp):
          'the orphaned intermediate is refused', r2.stderr)
 
 
+def linkage(path, key):
+    v = vhdx_image.locator_entries(path).get(key)
+    return uuid.UUID(v) if v else None
+
+
+def test_commit_killed(tmp):
+    """MS-VHDX footnote 12: a commit killed after it changed the parent's
+    DataWriteGuid leaves the child linked to it, through parent_linkage2"""
+    d = os.path.join(tmp, 'killed')
+    os.mkdir(d)
+    base = os.path.join(d, 'kbase.vhdx')
+    child = os.path.join(d, 'kchild.avhdx')
+    r = qemu_img('create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', base,
+                 '64M')
+    assert r.returncode == 0, r.stderr
+    r = qemu_io('-f', 'vhdx', '-c', 'write -P 0x11 0 64M', base)
+    assert r.returncode == 0, r.stderr
+    r = qemu_img('create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', '-b',
+                 'kbase.vhdx', '-F', 'vhdx', child)
+    assert r.returncode == 0, r.stderr
+    r = qemu_io('-f', 'vhdx', '-c', 'write -P 0x22 0 32M', child)
+    assert r.returncode == 0, r.stderr
+    want, _ = raw_sha256(child, tmp)
+    old = guid(base)
+
+    # 32 MiB at 4 MiB/s: killed once the base has its new identity, in
+    # the middle of the copy
+    p = subprocess.Popen([QEMU_IMG, 'commit', '-q', '-r', '4M', '-f', 'vhdx',
+                          child], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while guid(base) == old and p.poll() is None and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    new = guid(base)
+    t.ok(new != old and linkage(child, 'parent_linkage') == old and
+         linkage(child, 'parent_linkage2') == new,
+         'the child learnt the parent\'s new DataWriteGuid first',
+         f'base {old} -> {new}, child {vhdx_image.locator_entries(child)}')
+    got, err = raw_sha256(child, tmp)
+    t.ok(got == want, 'after the kill the child opens and reads the same',
+         err)
+
+    r = qemu_img('commit', '-q', '-f', 'vhdx', child)
+    got, err = raw_sha256(base, tmp)
+    t.ok(r.returncode == 0 and got == want and
+         linkage(child, 'parent_linkage') == guid(base) and
+         linkage(child, 'parent_linkage2') == uuid.UUID(int=0),
+         'the commit run again completes and relinks through '
+         'parent_linkage alone', r.stderr + (err or '') +
+         str(vhdx_image.locator_entries(child)))
+
+
 def test_remove_parent(tmp):
     d = os.path.join(tmp, 'noparent')
     os.mkdir(d)
@@ -164,10 +223,11 @@ def test_remove_parent(tmp):
 
 def main():
     need_tools()
-    t.plan(19)
+    t.plan(22)
     with tempfile.TemporaryDirectory(prefix='vhdx-relink-') as tmp:
         test_rebase(tmp)
         test_commit(tmp)
+        test_commit_killed(tmp)
         test_remove_parent(tmp)
     return 1 if t.failed else 0
 

@@ -113,6 +113,21 @@ def locator_offset(path):
     raise ValueError(f'{path}: no parent locator')
 
 
+def locator_entries(path):
+    """The key/value entries of the Parent Locator of @path, as a dict"""
+    off, length = locator_offset(path)
+    with open(path, 'rb') as f:
+        f.seek(off)
+        item = f.read(length)
+    count, = struct.unpack_from('<H', item, 18)
+    entries = {}
+    for i in range(count):
+        ko, vo, kl, vl = struct.unpack_from('<IIHH', item, 20 + 12 * i)
+        entries[item[ko:ko + kl].decode('utf-16-le')] = \
+            item[vo:vo + vl].decode('utf-16-le')
+    return entries
+
+
 def patch(path, offset, data):
     with open(path, 'r+b') as f:
         f.seek(offset)
