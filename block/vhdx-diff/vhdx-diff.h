@@ -178,6 +178,14 @@ vhdx_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
                     QEMUIOVector *qiov, int flags);
+/*
+ * Zero whole blocks [@offset, @offset + @bytes) without writing zeros
+ * where the file can do without; -ENOTSUP for anything but whole blocks
+ * (the block layer then writes a buffer of zeros).
+ */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
+                           int64_t bytes);
 
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s);

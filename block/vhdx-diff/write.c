@@ -40,9 +40,16 @@
  * Base images (block/vhdx.c's write path) defer their BAT entries the
  * same way, through vhdx_diff_base_bat_set().
  *
- * Zero writes come here as zero buffers (the driver has no
- * bdrv_co_pwrite_zeroes) and discards are ignored (no bdrv_co_pdiscard):
- * neither can make a sector read the parent's data again.
+ * Zero writes of whole blocks (vhdx_diff_co_pwrite_zeroes(), the block
+ * layer splits requests at block boundaries) make the block
+ * FULLY_PRESENT and zero it in the file, where the file layer needs no
+ * buffer of zeros (a new block at the end of the file is zero already,
+ * an existing one is zeroed by fallocate).  The ZERO block state would
+ * be cheaper still, but bookworm's libvhdi reads ZERO blocks of a
+ * differencing image from the parent; Hyper-V does not write it either.
+ * The rest of a zero write comes as a buffer of zeros.  Discards are
+ * ignored (no bdrv_co_pdiscard).  None of these can make a sector read
+ * the parent's data again.
  */
 
 #include "qemu/osdep.h"
@@ -465,5 +472,72 @@ vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
 
     qemu_co_mutex_unlock(&s->lock);
     qemu_iovec_destroy(&hd_qiov);
+    return ret < 0 ? ret : 0;
+}
+
+/* Zero the block of BAT entry @idx whole.  Called with s->lock held. */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_zero_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
+{
+    uint64_t state = s->bat[idx] & VHDX_BAT_STATE_BIT_MASK;
+    uint64_t offset = s->bat[idx] & VHDX_BAT_FILE_OFF_MASK;
+    int ret;
+
+    switch (state) {
+    case PAYLOAD_BLOCK_FULLY_PRESENT:
+    case PAYLOAD_BLOCK_PARTIALLY_PRESENT:
+        ret = bdrv_co_pwrite_zeroes(bs->file, offset, s->block_size, 0);
+        if (ret < 0) {
+            return ret;
+        }
+        if (state == PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+            vhdx_diff_set_bat(s, idx, offset | PAYLOAD_BLOCK_FULLY_PRESENT);
+        }
+        return 0;
+
+    case PAYLOAD_BLOCK_NOT_PRESENT:
+    case PAYLOAD_BLOCK_ZERO:
+    case PAYLOAD_BLOCK_UNDEFINED:
+    case PAYLOAD_BLOCK_UNMAPPED:
+    case PAYLOAD_BLOCK_UNMAPPED_v095:
+        ret = vhdx_diff_alloc(bs, s->block_size, true, &offset);
+        if (ret < 0) {
+            return ret;
+        }
+        vhdx_diff_set_bat(s, idx, offset | PAYLOAD_BLOCK_FULLY_PRESENT);
+        return 0;
+
+    default:
+        return -EIO;
+    }
+}
+
+int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
+                           int64_t bytes)
+{
+    BDRVVHDXState *s = bs->opaque;
+    uint64_t blk, end;
+    int ret;
+
+    if (!QEMU_IS_ALIGNED(offset | bytes, s->block_size)) {
+        return -ENOTSUP;
+    }
+    qemu_co_mutex_lock(&s->lock);
+    ret = vhdx_user_visible_write(bs, s);
+    end = (offset + bytes) / s->block_size;
+    for (blk = offset / s->block_size; ret >= 0 && blk < end; blk++) {
+        uint64_t idx = blk + (blk >> s->chunk_ratio_bits);
+
+        if (idx >= s->bat_entries) {
+            ret = -EIO;
+            break;
+        }
+        ret = vhdx_diff_zero_block(bs, s, idx);
+    }
+    if (ret >= 0 && s->diff->dirty > VHDX_DIFF_DIRTY_MAX) {
+        ret = vhdx_diff_co_commit(bs, s);
+    }
+    qemu_co_mutex_unlock(&s->lock);
     return ret < 0 ? ret : 0;
 }

@@ -127,10 +127,9 @@ def test_layers(tmp):
     return base, mid, top, mtop
 
 
-def test_vhdimount(tmp, top, model):
-    name = 'vhdimount reads the written chain like the model'
-    mnt = os.path.join(tmp, 'mnt')
-    os.mkdir(mnt)
+def test_vhdimount(tmp, top, model,
+                   name='vhdimount reads the written chain like the model'):
+    mnt = tempfile.mkdtemp(dir=tmp, prefix='mnt-')
     try:
         r = run('vhdimount', top, mnt)
     except FileNotFoundError:
@@ -307,9 +306,40 @@ def test_file_end(tmp):
     check(child, model, tmp, 'blocks allocated in steps read back')
 
 
+def test_zero_blocks(tmp):
+    """Zero writes of whole blocks allocate no data in the file, whatever
+    the block's state, and hide the parent"""
+    base = os.path.join(tmp, 'zbase.vhdx')
+    child = os.path.join(tmp, 'zchild.avhdx')
+    create(base, block_size='8M')
+    model = Model()
+    apply(base, model, [(0, SIZE, 0x5a)])
+    create(child, 'zbase.vhdx', block_size='1M')
+    apply(child, model, [
+        (2 * MiB, MiB, 0x61),                 # block 2 FULLY_PRESENT
+        (3 * MiB + 4096, 8192, 0x62),         # block 3 PARTIALLY_PRESENT
+        (40 * MiB, 4096, 0x63),               # outside the zero writes
+    ])
+    used = os.stat(child).st_blocks * 512
+    # 512 KiB of head, blocks 2 to 17 whole (written, partial, absent),
+    # 512 KiB of tail; then 16 absent blocks at once
+    apply(child, model, [(MiB + 512 * 1024, 17 * MiB, 'zero'),
+                         (44 * MiB, 16 * MiB, 'zero')])
+    grown = os.stat(child).st_blocks * 512 - used
+    t.ok(grown <= 4 * MiB, 'zeroing 33 MiB of whole blocks writes no zeros',
+         f'the file uses {grown} more bytes')
+    check(child, model, tmp, 'zeroed blocks read as zeros, the rest as '
+          'before')
+    r = qemu_img('check', child)
+    t.ok(r.returncode == 0, 'qemu-img check after zero writes',
+         r.stdout + r.stderr)
+    test_vhdimount(tmp, child, model,
+                   'vhdimount reads the zeroed blocks as zeros')
+
+
 def main():
     need_tools()
-    t.plan(21)
+    t.plan(25)
     with tempfile.TemporaryDirectory(prefix='vhdx-write-') as tmp:
         base, mid, top, mtop = test_layers(tmp)
         test_vhdimount(tmp, top, mtop)
@@ -318,6 +348,7 @@ def main():
         test_crash_after_flush(tmp, differencing=False)
         test_log_guid_without_entry(tmp)
         test_file_end(tmp)
+        test_zero_blocks(tmp)
     return 1 if t.failed else 0
 
 
