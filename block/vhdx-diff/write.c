@@ -255,6 +255,16 @@ vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s)
     return 0;
 }
 
+/* Log the dirty metadata once there is too much of it (s->lock held) */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_commit_if_full(BlockDriverState *bs, BDRVVHDXState *s)
+{
+    if (s->diff->dirty > VHDX_DIFF_DIRTY_MAX) {
+        return vhdx_diff_co_commit(bs, s);
+    }
+    return 0;
+}
+
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_base_bat_set(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
 {
@@ -266,10 +276,7 @@ vhdx_diff_base_bat_set(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
         s->diff->bat_dirty = bitmap_new(s->diff->bat_pieces);
     }
     vhdx_diff_dirty_bat(s, idx);
-    if (s->diff->dirty > VHDX_DIFF_DIRTY_MAX) {
-        return vhdx_diff_co_commit(bs, s);
-    }
-    return 0;
+    return vhdx_diff_commit_if_full(bs, s);
 }
 
 int coroutine_fn GRAPH_RDLOCK vhdx_diff_co_flush(BlockDriverState *bs)
@@ -466,8 +473,8 @@ vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
         sector_num += n;
         bytes_done += bytes;
     }
-    if (ret >= 0 && s->diff->dirty > VHDX_DIFF_DIRTY_MAX) {
-        ret = vhdx_diff_co_commit(bs, s);
+    if (ret >= 0) {
+        ret = vhdx_diff_commit_if_full(bs, s);
     }
 
     qemu_co_mutex_unlock(&s->lock);
@@ -535,8 +542,8 @@ vhdx_diff_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
         }
         ret = vhdx_diff_zero_block(bs, s, idx);
     }
-    if (ret >= 0 && s->diff->dirty > VHDX_DIFF_DIRTY_MAX) {
-        ret = vhdx_diff_co_commit(bs, s);
+    if (ret >= 0) {
+        ret = vhdx_diff_commit_if_full(bs, s);
     }
     qemu_co_mutex_unlock(&s->lock);
     return ret < 0 ? ret : 0;

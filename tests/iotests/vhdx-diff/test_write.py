@@ -76,6 +76,18 @@ def create(path, backing=None, block_size='2M'):
     assert r.returncode == 0, r.stderr
 
 
+def filled_base_and_child(tmp, prefix):
+    """A base with 8 MiB blocks holding 0x5a everywhere, and an empty
+    child of it with 1 MiB blocks: (base, child, model of the child)"""
+    base = os.path.join(tmp, f'{prefix}base.vhdx')
+    child = os.path.join(tmp, f'{prefix}child.avhdx')
+    create(base, block_size='8M')
+    model = Model()
+    apply(base, model, [(0, SIZE, 0x5a)])
+    create(child, os.path.basename(base), block_size='1M')
+    return base, child, model
+
+
 def test_layers(tmp):
     base = os.path.join(tmp, 'base.vhdx')
     mid = os.path.join(tmp, 'mid.avhdx')
@@ -150,12 +162,7 @@ def test_vhdimount(tmp, top, model,
 
 def test_crash(tmp):
     """SIGKILL a writer; every sector must be old or new afterwards"""
-    base = os.path.join(tmp, 'cbase.vhdx')
-    child = os.path.join(tmp, 'cchild.avhdx')
-    create(base, block_size='8M')
-    mbase = Model()
-    apply(base, mbase, [(0, SIZE, 0x5a)])
-    create(child, 'cbase.vhdx', block_size='1M')
+    base, child, _ = filled_base_and_child(tmp, 'c')
     cmds = []
     writes = []
     for i in range(400):
@@ -241,12 +248,7 @@ def test_crash_after_flush(tmp, differencing=True):
 def test_log_guid_without_entry(tmp):
     """A writer killed between setting a new LogGuid and writing the
     first entry under it: the image must stay writable"""
-    base = os.path.join(tmp, 'lbase.vhdx')
-    child = os.path.join(tmp, 'lchild.avhdx')
-    create(base, block_size='8M')
-    model = Model()
-    apply(base, model, [(0, SIZE, 0x5a)])
-    create(child, 'lbase.vhdx', block_size='1M')
+    base, child, model = filled_base_and_child(tmp, 'l')
     apply(child, model, [(0, 4096, 0x41)])
     vhdx_image.set_log_guid(child, uuid.uuid4())
     r = qemu_img('convert', '-O', 'raw', child, os.path.join(tmp, 'l.raw'))
@@ -282,12 +284,7 @@ def last_block_end(path):
 def test_file_end(tmp):
     """The file grows ahead of the writes, in steps, and is cut back to
     its last block at every flush and at the close"""
-    base = os.path.join(tmp, 'ebase.vhdx')
-    child = os.path.join(tmp, 'echild.avhdx')
-    create(base, block_size='8M')
-    model = Model()
-    apply(base, model, [(0, SIZE, 0x5a)])
-    create(child, 'ebase.vhdx', block_size='1M')
+    base, child, model = filled_base_and_child(tmp, 'e')
     before = os.path.getsize(child)
     cmds = []
     for i in range(40):
@@ -309,12 +306,7 @@ def test_file_end(tmp):
 def test_zero_blocks(tmp):
     """Zero writes of whole blocks allocate no data in the file, whatever
     the block's state, and hide the parent"""
-    base = os.path.join(tmp, 'zbase.vhdx')
-    child = os.path.join(tmp, 'zchild.avhdx')
-    create(base, block_size='8M')
-    model = Model()
-    apply(base, model, [(0, SIZE, 0x5a)])
-    create(child, 'zbase.vhdx', block_size='1M')
+    base, child, model = filled_base_and_child(tmp, 'z')
     apply(child, model, [
         (2 * MiB, MiB, 0x61),                 # block 2 FULLY_PRESENT
         (3 * MiB + 4096, 8192, 0x62),         # block 3 PARTIALLY_PRESENT
