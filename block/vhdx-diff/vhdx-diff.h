@@ -180,12 +180,14 @@ vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
                     QEMUIOVector *qiov, int flags);
 /*
  * Zero whole blocks [@offset, @offset + @bytes) without writing zeros
- * where the file can do without; -ENOTSUP for anything but whole blocks
- * (the block layer then writes a buffer of zeros).
+ * where the file can do without (@flags: BDRV_REQ_MAY_UNMAP or 0), or
+ * with @discard drop the blocks this layer holds there; -ENOTSUP for
+ * anything but whole blocks (the block layer then writes a buffer of
+ * zeros, or ignores the discard).
  */
 int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
-                           int64_t bytes);
+vhdx_diff_co_zero_blocks(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                         BdrvRequestFlags flags, bool discard);
 
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s);

@@ -40,16 +40,18 @@
  * Base images (block/vhdx.c's write path) defer their BAT entries the
  * same way, through vhdx_diff_base_bat_set().
  *
- * Zero writes of whole blocks (vhdx_diff_co_pwrite_zeroes(), the block
+ * Zero writes of whole blocks (vhdx_diff_co_zero_blocks(), the block
  * layer splits requests at block boundaries) make the block
  * FULLY_PRESENT and zero it in the file, where the file layer needs no
  * buffer of zeros (a new block at the end of the file is zero already,
- * an existing one is zeroed by fallocate).  The ZERO block state would
- * be cheaper still, but bookworm's libvhdi reads ZERO blocks of a
- * differencing image from the parent; Hyper-V does not write it either.
- * The rest of a zero write comes as a buffer of zeros.  Discards are
- * ignored (no bdrv_co_pdiscard).  None of these can make a sector read
- * the parent's data again.
+ * an existing one is zeroed by fallocate, or has its space punched out
+ * with BDRV_REQ_MAY_UNMAP).  The ZERO block state would be cheaper
+ * still, but bookworm's libvhdi reads ZERO blocks of a differencing
+ * image from the parent; Hyper-V does not write it either.  The rest of
+ * a zero write comes as a buffer of zeros.  A discard of whole blocks
+ * zeroes and unmaps the blocks this layer holds and leaves the others
+ * alone; a discard of part of a block is ignored.  None of these can
+ * make a sector read the parent's data again.
  */
 
 #include "qemu/osdep.h"
@@ -482,9 +484,16 @@ vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
     return ret < 0 ? ret : 0;
 }
 
-/* Zero the block of BAT entry @idx whole.  Called with s->lock held. */
+/*
+ * Zero the block of BAT entry @idx whole, or with @discard, drop what
+ * this layer holds of it (a discard may leave any contents, but never
+ * the parent's where this layer had data: those blocks are zeroed, with
+ * BDRV_REQ_MAY_UNMAP the file gives the space back).  Called with
+ * s->lock held.
+ */
 static int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_zero_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
+vhdx_diff_zero_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx,
+                     BdrvRequestFlags flags, bool discard)
 {
     uint64_t state = s->bat[idx] & VHDX_BAT_STATE_BIT_MASK;
     uint64_t offset = s->bat[idx] & VHDX_BAT_FILE_OFF_MASK;
@@ -493,7 +502,7 @@ vhdx_diff_zero_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
     switch (state) {
     case PAYLOAD_BLOCK_FULLY_PRESENT:
     case PAYLOAD_BLOCK_PARTIALLY_PRESENT:
-        ret = bdrv_co_pwrite_zeroes(bs->file, offset, s->block_size, 0);
+        ret = bdrv_co_pwrite_zeroes(bs->file, offset, s->block_size, flags);
         if (ret < 0) {
             return ret;
         }
@@ -507,6 +516,10 @@ vhdx_diff_zero_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
     case PAYLOAD_BLOCK_UNDEFINED:
     case PAYLOAD_BLOCK_UNMAPPED:
     case PAYLOAD_BLOCK_UNMAPPED_v095:
+        if (discard) {
+            /* Nothing of this layer to drop */
+            return 0;
+        }
         ret = vhdx_diff_alloc(bs, s->block_size, true, &offset);
         if (ret < 0) {
             return ret;
@@ -520,8 +533,8 @@ vhdx_diff_zero_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
 }
 
 int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
-                           int64_t bytes)
+vhdx_diff_co_zero_blocks(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                         BdrvRequestFlags flags, bool discard)
 {
     BDRVVHDXState *s = bs->opaque;
     uint64_t blk, end;
@@ -540,7 +553,7 @@ vhdx_diff_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
             ret = -EIO;
             break;
         }
-        ret = vhdx_diff_zero_block(bs, s, idx);
+        ret = vhdx_diff_zero_block(bs, s, idx, flags, discard);
     }
     if (ret >= 0) {
         ret = vhdx_diff_commit_if_full(bs, s);

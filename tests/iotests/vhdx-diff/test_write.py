@@ -124,9 +124,11 @@ def test_layers(tmp):
     apply(top, mtop, [
         (4096, 8192, 'zero'),            # over mid's and base's data
         (30 * MiB, MiB, 'zero'),         # a block only the base has
-        (40 * MiB, MiB, 'discard'),      # discard keeps this layer's data
-        (50 * MiB, MiB, 'discard'),      # and never uncovers the parent
+        (40 * MiB, MiB, 'discard'),      # a whole block of this layer
+        (42 * MiB + 4096, 8192, 'discard'),  # part of one: kept
+        (50 * MiB, MiB, 'discard'),      # nothing of this layer: parent
     ])
+    mtop.write(40 * MiB, MiB, 0)         # zeros, never the parent's data
     check(top, mtop, tmp, 'zero writes and discards hide the parents')
 
     r = qemu_img('check', top)
@@ -329,9 +331,31 @@ def test_zero_blocks(tmp):
                    'vhdimount reads the zeroed blocks as zeros')
 
 
+def test_discard_blocks(tmp):
+    """A discard of whole blocks gives their space back and reads zeros
+    where this layer had data, the parent where it had none; the part of
+    a block it covers is left alone"""
+    _, child, model = filled_base_and_child(tmp, 'd')
+    apply(child, model, [(2 * MiB, 8 * MiB, 0x61),   # blocks 2 to 9
+                         (11 * MiB, 4096, 0x62)])    # block 11, partial
+    used = os.stat(child).st_blocks * 512
+    # 1.5 MiB to 11.5 MiB: blocks 2 to 10 whole (10 absent), two halves
+    r = qemu_io('-d', 'unmap', '-f', 'vhdx', '-c',
+                f'discard {MiB + 512 * 1024} {10 * MiB}', child)
+    model.write(2 * MiB, 8 * MiB, 0)
+    freed = used - os.stat(child).st_blocks * 512
+    t.ok(r.returncode == 0 and freed >= 7 * MiB, 'discarding whole blocks '
+         'gives their space back', f'{freed} bytes freed; {r.stderr}')
+    check(child, model, tmp, 'discarded blocks read zeros where the child '
+          'had data, the parent where it had none')
+    r = qemu_img('check', child)
+    t.ok(r.returncode == 0, 'qemu-img check after the discard',
+         r.stdout + r.stderr)
+
+
 def main():
     need_tools()
-    t.plan(25)
+    t.plan(28)
     with tempfile.TemporaryDirectory(prefix='vhdx-write-') as tmp:
         base, mid, top, mtop = test_layers(tmp)
         test_vhdimount(tmp, top, mtop)
@@ -341,6 +365,7 @@ def main():
         test_log_guid_without_entry(tmp)
         test_file_end(tmp)
         test_zero_blocks(tmp)
+        test_discard_blocks(tmp)
     return 1 if t.failed else 0
 
 
