@@ -349,6 +349,41 @@ vhdx_diff_co_remove_parent(BlockDriverState *bs, BDRVVHDXState *s)
     return 0;
 }
 
+/*
+ * Write @loc as the Parent Locator of @bs, after its dirty metadata, and
+ * make it the one in memory.  The DataWriteGuid of @bs is kept.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_replace_locator(BlockDriverState *bs,
+                             const VHDXParentLocator *loc)
+{
+    BDRVVHDXState *s = bs->opaque;
+    g_autofree uint8_t *item = NULL;
+    VHDXParentLocator *parsed;
+    size_t len;
+    bool first;
+    int ret;
+
+    item = vhdx_parent_locator_build(loc, &len);
+    parsed = vhdx_parent_locator_parse(item, len, &error_abort);
+
+    qemu_co_mutex_lock(&s->lock);
+    first = vhdx_hold_data_write_guid(s);
+    ret = vhdx_diff_co_commit(bs, s);
+    if (ret >= 0) {
+        ret = vhdx_write_locator(bs, s, item, len);
+    }
+    s->first_visible_write = first;
+    qemu_co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        vhdx_parent_locator_free(parsed);
+        return ret;
+    }
+    vhdx_parent_locator_free(s->diff->locator);
+    s->diff->locator = parsed;
+    return 0;
+}
+
 int coroutine_fn GRAPH_RDLOCK
 vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
                             const char *backing_fmt)
@@ -356,12 +391,9 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
     BDRVVHDXState *s = bs->opaque;
     g_autoptr(VHDXParentLocator) loc = g_new0(VHDXParentLocator, 1);
     g_autofree char *full = NULL;
-    g_autofree uint8_t *item = NULL;
     static const MSGUID zero_guid;
     Error *local_err = NULL;
-    VHDXParentLocator *parsed;
     MSGUID guid;
-    size_t len;
     bool first;
     int ret;
 
@@ -405,25 +437,12 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
                                  &local_err)) {
         goto fail;
     }
-    item = vhdx_parent_locator_build(loc, &len);
-    parsed = vhdx_parent_locator_parse(item, len, &error_abort);
-
-    qemu_co_mutex_lock(&s->lock);
-    first = vhdx_hold_data_write_guid(s);
-    ret = vhdx_diff_co_commit(bs, s);
-    if (ret >= 0) {
-        ret = vhdx_write_locator(bs, s, item, len);
-    }
-    s->first_visible_write = first;
-    qemu_co_mutex_unlock(&s->lock);
+    ret = vhdx_diff_co_replace_locator(bs, loc);
     if (ret < 0) {
-        vhdx_parent_locator_free(parsed);
         error_report("Could not rewrite the parent locator of '%s': %s",
                      bs->filename, strerror(-ret));
         return ret;
     }
-    vhdx_parent_locator_free(s->diff->locator);
-    s->diff->locator = parsed;
     g_free(s->diff->parent_path);
     s->diff->parent_path = g_strdup(full);
     return 0;
@@ -457,10 +476,6 @@ vhdx_diff_co_add_linkage(BlockDriverState *bs, const MSGUID *cur,
     VHDXParentLocator upd;
     g_autofree char *cur_str = NULL;
     g_autofree char *next_str = NULL;
-    g_autofree uint8_t *item = NULL;
-    VHDXParentLocator *parsed;
-    size_t len;
-    bool first;
     int ret;
 
     if (!vhdx_diff_is_child(s) || !loc ||
@@ -473,23 +488,12 @@ vhdx_diff_co_add_linkage(BlockDriverState *bs, const MSGUID *cur,
     upd = *loc;
     upd.parent_linkage = cur_str;
     upd.parent_linkage2 = next_str;
-    item = vhdx_parent_locator_build(&upd, &len);
-    parsed = vhdx_parent_locator_parse(item, len, &error_abort);
-
-    qemu_co_mutex_lock(&s->lock);
-    first = vhdx_hold_data_write_guid(s);
-    ret = vhdx_write_locator(bs, s, item, len);
-    s->first_visible_write = first;
-    qemu_co_mutex_unlock(&s->lock);
+    ret = vhdx_diff_co_replace_locator(bs, &upd);
     if (ret < 0) {
-        vhdx_parent_locator_free(parsed);
         error_report("Could not give '%s' its parent's next identity: %s",
                      bs->filename, strerror(-ret));
-        return ret;
     }
-    vhdx_parent_locator_free(s->diff->locator);
-    s->diff->locator = parsed;
-    return 0;
+    return ret;
 }
 
 int coroutine_mixed_fn GRAPH_RDLOCK

@@ -376,6 +376,33 @@ vhdx_diff_write_unlocked(BlockDriverState *bs, BDRVVHDXState *s,
 }
 
 /*
+ * Give BAT entry @idx a new FULLY_PRESENT block: zeros, with @qiov
+ * (unless NULL) written at @in_blk.  The entry is set once the data is
+ * there.  Called with s->lock held.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_new_full_block(BlockDriverState *bs, BDRVVHDXState *s,
+                         uint64_t idx, uint64_t in_blk, uint64_t bytes,
+                         QEMUIOVector *qiov)
+{
+    uint64_t offset;
+    int ret;
+
+    ret = vhdx_diff_alloc(bs, s->block_size, true, &offset);
+    if (ret < 0) {
+        return ret;
+    }
+    if (qiov) {
+        ret = bdrv_co_pwritev(bs->file, offset + in_blk, bytes, qiov, 0);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    vhdx_diff_set_bat(s, idx, offset | PAYLOAD_BLOCK_FULLY_PRESENT);
+    return 0;
+}
+
+/*
  * Write @qiov (@nb_sectors from @sector_num, inside one block) into a
  * block whose BAT entry is @idx.
  */
@@ -425,16 +452,7 @@ vhdx_diff_write_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx,
     case PAYLOAD_BLOCK_UNMAPPED:
     case PAYLOAD_BLOCK_UNMAPPED_v095:
         /* Under the lock: the entry may only change once data is there */
-        ret = vhdx_diff_alloc(bs, s->block_size, true, &offset);
-        if (ret < 0) {
-            return ret;
-        }
-        ret = bdrv_co_pwritev(bs->file, offset + in_blk, bytes, qiov, 0);
-        if (ret < 0) {
-            return ret;
-        }
-        vhdx_diff_set_bat(s, idx, offset | PAYLOAD_BLOCK_FULLY_PRESENT);
-        return 0;
+        return vhdx_diff_new_full_block(bs, s, idx, in_blk, bytes, qiov);
 
     default:
         return -EIO;
@@ -520,12 +538,7 @@ vhdx_diff_zero_block(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx,
             /* Nothing of this layer to drop */
             return 0;
         }
-        ret = vhdx_diff_alloc(bs, s->block_size, true, &offset);
-        if (ret < 0) {
-            return ret;
-        }
-        vhdx_diff_set_bat(s, idx, offset | PAYLOAD_BLOCK_FULLY_PRESENT);
-        return 0;
+        return vhdx_diff_new_full_block(bs, s, idx, 0, 0, NULL);
 
     default:
         return -EIO;
