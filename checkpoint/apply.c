@@ -99,6 +99,36 @@ static CheckpointManifestDisk *frozen_image(CheckpointManifestEntry *e,
 }
 
 /*
+ * Is the frozen image of @d what checkpoint @e froze?  A block-commit
+ * into it, or a qemu-img commit while QEMU was down, would give the
+ * guest @e's memory over other disk content.
+ */
+static bool frozen_image_unchanged(CheckpointManifestEntry *e, DiskApply *d,
+                                   Error **errp)
+{
+    g_autofree char *now = NULL;
+
+    if (!d->frozen->identity) {
+        return true;    /* recorded before identities existed */
+    }
+    now = checkpoint_image_identity(d->frozen->filename, d->frozen->format,
+                                    errp);
+    if (!now) {
+        error_prepend(errp, "Cannot apply checkpoint '%s': ", e->name);
+        return false;
+    }
+    if (strcmp(now, d->frozen->identity)) {
+        error_setg(errp, "Cannot apply checkpoint '%s': the image of disk"
+                   " '%s' ('%s') changed since the checkpoint was taken"
+                   " (it was '%s', it is '%s'); checkpoint-check can"
+                   " accept the new content", e->name, d->device,
+                   d->frozen->filename, d->frozen->identity, now);
+        return false;
+    }
+    return true;
+}
+
+/*
  * Match the VM's writable disks with the checkpoint's frozen images and
  * name the new children (after @child_id); changes nothing
  */
@@ -107,6 +137,9 @@ static GPtrArray *plan_disks(CheckpointManifestEntry *e,
 {
     g_autoptr(GPtrArray) disks = g_ptr_array_new_with_free_func(
         disk_apply_free);
+    g_autoptr(GHashTable) taken = g_hash_table_new_full(g_str_hash,
+                                                        g_str_equal,
+                                                        g_free, NULL);
     BlockBackend *blk;
 
     for (blk = checkpoint_next_disk(NULL); blk;
@@ -139,9 +172,14 @@ static GPtrArray *plan_disks(CheckpointManifestEntry *e,
                              d->frozen->filename);
             return NULL;
         }
-        d->child = checkpoint_child_name(d->frozen->filename, child_id,
-                                         strcmp(d->frozen->format, "vhdx") ?
-                                         "qcow2" : "avhdx");
+        if (!frozen_image_unchanged(e, d, errp)) {
+            return NULL;
+        }
+        d->child = checkpoint_plan_child_name(taken, d->frozen->filename,
+                                              child_id,
+                                              strcmp(d->frozen->format,
+                                                     "vhdx") ?
+                                              "qcow2" : "avhdx");
         if (access(d->child, F_OK) == 0) {
             error_setg(errp, "Cannot create '%s' for disk '%s': the file"
                        " exists", d->child, d->device);
@@ -455,6 +493,8 @@ static void remove_stale(GPtrArray *disks)
         }
     }
     checkpoint_store_end_operation();
+    /* The old chain's frozen images are closed now: guard the others */
+    checkpoint_guard_frozen_images();
 }
 
 /* Record the children about to be made, for a crash to remove them */
@@ -553,6 +593,7 @@ static ApplyOutcome apply_stopped(CheckpointManifestEntry *e,
         return APPLY_FAILED;
     }
     checkpoint_crash_point("apply-after-commit");
+    checkpoint_guard_frozen_images();
 
     if (state) {
         if (!cow_snapshot_load(state, errp)) {

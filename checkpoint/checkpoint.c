@@ -18,6 +18,8 @@
 #include "block/block_int-common.h"
 #include "block/block-global-state.h"
 #include "block/graph-lock.h"
+#include "block/blockjob.h"
+#include "block/block_int-io.h"
 #include "system/block-backend.h"
 #include "hw/qdev-core.h"
 #include "migration/misc.h"
@@ -81,6 +83,49 @@ BlockBackend *checkpoint_next_disk(BlockBackend *blk)
     return NULL;
 }
 
+/* The first block job that uses @bs or an image under it, or NULL */
+static BlockJob *job_on_chain(BlockDriverState *bs)
+{
+    BlockJob *job;
+
+    GLOBAL_STATE_CODE();
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    JOB_LOCK_GUARD();
+    for (; bs; bs = bdrv_filter_or_cow_bs(bs)) {
+        for (job = block_job_next_locked(NULL); job;
+             job = block_job_next_locked(job)) {
+            if (block_job_has_bdrv(job, bs)) {
+                return job;
+            }
+        }
+    }
+    return NULL;
+}
+
+/*
+ * A block job on a disk's chain (a commit, a stream, a mirror) would
+ * change images under the checkpoint's feet: the frozen images it
+ * takes, or the ones an apply replaces.
+ */
+static bool no_block_job_on_disks(const char *what, Error **errp)
+{
+    BlockBackend *blk;
+
+    for (blk = checkpoint_next_disk(NULL); blk;
+         blk = checkpoint_next_disk(blk)) {
+        BlockJob *job = job_on_chain(blk_bs(blk));
+
+        if (job) {
+            g_autofree char *dev = checkpoint_disk_name(blk);
+
+            error_setg(errp, "Cannot %s while block job '%s' uses disk"
+                       " '%s'", what, job->job.id, dev);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool checkpoint_vm_idle(const char *what, Error **errp)
 {
     if (migration_is_running()) {
@@ -92,7 +137,7 @@ bool checkpoint_vm_idle(const char *what, Error **errp)
                    what);
         return false;
     }
-    return true;
+    return no_block_job_on_disks(what, errp);
 }
 
 char *checkpoint_disk_name(BlockBackend *blk)
@@ -165,6 +210,101 @@ static bool check_disks(const char *dir, CheckpointManifest *m,
     return true;
 }
 
+/* Is @path referenced by "Now" or a checkpoint as one of its images? */
+static bool image_referenced(CheckpointManifest *m, const char *path)
+{
+    CheckpointManifestEntryList *l;
+    CheckpointManifestDiskList *d;
+
+    for (d = m->active; d; d = d->next) {
+        if (!strcmp(d->value->filename, path)) {
+            return true;
+        }
+    }
+    for (l = m->checkpoints; l; l = l->next) {
+        for (d = l->value->disks; d; d = d->next) {
+            if (!strcmp(d->value->filename, path)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/*
+ * Is @path "<folder>/<disk>_<uuid>.<ext>", the name that
+ * checkpoint_child_name() gives a child of an image the manifest
+ * references in the same folder?
+ */
+static bool child_of_referenced(CheckpointManifest *m, const char *path)
+{
+    g_autofree char *base = g_path_get_basename(path);
+    CheckpointManifestEntryList *l;
+    CheckpointManifestDiskList *d;
+    const char *ext = strrchr(base, '.');
+    g_autofree char *id = NULL;
+
+    /* UUID_STR_LEN counts the NUL: here it is the "_" and the UUID */
+    if (!ext || (strcmp(ext, ".avhdx") && strcmp(ext, ".qcow2")) ||
+        ext - base <= UUID_STR_LEN || ext[-UUID_STR_LEN] != '_') {
+        return false;
+    }
+    id = g_strndup(ext - UUID_STR_LEN + 1, UUID_STR_LEN - 1);
+    for (d = m->active; d; d = d->next) {
+        g_autofree char *name = checkpoint_child_name(d->value->filename, id,
+                                                      ext + 1);
+        if (!strcmp(name, path)) {
+            return true;
+        }
+    }
+    for (l = m->checkpoints; l; l = l->next) {
+        for (d = l->value->disks; d; d = d->next) {
+            g_autofree char *name =
+                checkpoint_child_name(d->value->filename, id, ext + 1);
+            if (!strcmp(name, path)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Does no symbolic link stand anywhere in @path? */
+static bool path_has_no_link(const char *path)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *real_dir = realpath(dir, NULL);
+    struct stat st;
+
+    if (!real_dir || strcmp(real_dir, dir)) {
+        return false;
+    }
+    return lstat(path, &st) < 0 || !S_ISLNK(st.st_mode);
+}
+
+/*
+ * May the recovery of @op remove @path?  Only what the operation itself
+ * made: the checkpoint's folder in the store and its state file, or a
+ * differencing image named as a child of an image the manifest
+ * references, in that image's folder; never an image the manifest
+ * references, never through a symbolic link.
+ */
+static bool leftover_is_own(const char *dir, CheckpointManifest *m,
+                            CheckpointManifestOperation *op,
+                            const char *path)
+{
+    g_autofree char *folder = g_build_filename(dir, op->checkpoint, NULL);
+    g_autofree char *state = g_build_filename(folder, "state", NULL);
+
+    if (!path_has_no_link(path)) {
+        return false;
+    }
+    if (!strcmp(path, folder) || !strcmp(path, state)) {
+        return true;
+    }
+    return !image_referenced(m, path) && child_of_referenced(m, path);
+}
+
 /* Remove a file or an empty folder that a crashed operation left */
 static void remove_leftover(const char *path)
 {
@@ -176,6 +316,19 @@ static void remove_leftover(const char *path)
     }
     warn_report("Checkpoint store: cannot remove '%s': %s", path,
                 strerror(errno));
+}
+
+static void remove_own_leftover(const char *dir, CheckpointManifest *m,
+                                CheckpointManifestOperation *op,
+                                const char *path)
+{
+    if (!leftover_is_own(dir, m, op, path)) {
+        warn_report("Checkpoint store '%s': not removing '%s', which the"
+                    " unfinished %s did not make", dir, path,
+                    CheckpointOperation_str(op->op));
+        return;
+    }
+    remove_leftover(path);
 }
 
 /* Remove checkpoint @e from @m: children and "Now" go to its parent */
@@ -220,10 +373,10 @@ static void recover(const char *dir, CheckpointManifest *m)
                     " %s that QEMU did not end", dir,
                     CheckpointOperation_str(op->op), op->checkpoint);
         for (f = op->new_files; f; f = f->next) {
-            remove_leftover(f->value);
+            remove_own_leftover(dir, m, op, f->value);
         }
         for (f = op->stale_files; f; f = f->next) {
-            remove_leftover(f->value);
+            remove_own_leftover(dir, m, op, f->value);
         }
         qapi_free_CheckpointManifestOperation(op);
         m->operation = NULL;
@@ -243,8 +396,10 @@ static void recover(const char *dir, CheckpointManifest *m)
                                                       NULL);
             g_autofree char *folder = g_path_get_dirname(state);
 
-            remove_leftover(state);
-            if (strcmp(folder, dir)) {
+            if (path_has_no_link(state)) {
+                remove_leftover(state);
+            }
+            if (strcmp(folder, dir) && path_has_no_link(folder)) {
                 remove_leftover(folder);
             }
         }
@@ -303,6 +458,9 @@ static bool set_store(const char *dir, Error **errp)
     ckpt.manifest = m;
     g_free(ckpt.dir);
     ckpt.dir = g_steal_pointer(&abs);
+    if (phase_check(PHASE_MACHINE_READY)) {
+        checkpoint_guard_frozen_images();
+    }
     return true;
 }
 
@@ -544,6 +702,30 @@ static void end_operation_of(const char *id)
     }
 }
 
+/*
+ * Record what identifies the content of @e's frozen images: the
+ * checkpoint is ready, nothing writes to them any more
+ */
+static bool record_identities(CheckpointManifestEntry *e, Error **errp)
+{
+    CheckpointManifestDiskList *l;
+
+    for (l = e->disks; l; l = l->next) {
+        CheckpointManifestDisk *d = l->value;
+
+        if (d->identity) {
+            continue;
+        }
+        d->identity = checkpoint_image_identity(d->filename, d->format,
+                                                errp);
+        if (!d->identity) {
+            error_prepend(errp, "Checkpoint %s: ", e->id);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool checkpoint_store_set_state(const char *id, CheckpointState state,
                                 Error **errp)
 {
@@ -551,6 +733,9 @@ bool checkpoint_store_set_state(const char *id, CheckpointState state,
 
     if (!e) {
         error_setg(errp, "Checkpoint %s is no longer in the tree", id);
+        return false;
+    }
+    if (state == CHECKPOINT_STATE_READY && !record_identities(e, errp)) {
         return false;
     }
     e->state = state;
@@ -567,6 +752,47 @@ bool checkpoint_store_drop(const char *id, Error **errp)
     }
     end_operation_of(id);
     return checkpoint_manifest_save(ckpt.dir, ckpt.manifest, errp);
+}
+
+bool checkpoint_store_begin_create(const char *id,
+                                   CheckpointManifestDiskList *active,
+                                   strList *new_files, Error **errp)
+{
+    CheckpointManifestDiskList *old_active = ckpt.manifest->active;
+
+    ckpt.manifest->active = active;
+    set_operation(CHECKPOINT_OPERATION_CREATE, id, new_files);
+    if (!checkpoint_store_save(errp)) {
+        qapi_free_CheckpointManifestDiskList(active);
+        ckpt.manifest->active = old_active;
+        qapi_free_CheckpointManifestOperation(ckpt.manifest->operation);
+        ckpt.manifest->operation = NULL;
+        return false;
+    }
+    qapi_free_CheckpointManifestDiskList(old_active);
+    return true;
+}
+
+void checkpoint_store_abort_create(CheckpointManifestDiskList *old_active)
+{
+    qapi_free_CheckpointManifestDiskList(ckpt.manifest->active);
+    ckpt.manifest->active = old_active;
+    checkpoint_store_end_operation();
+}
+
+bool checkpoint_store_unadd(const char *id,
+                            CheckpointManifestDiskList *old_active,
+                            strList *new_files, Error **errp)
+{
+    CheckpointManifestEntry *e = entry_by_id(id);
+
+    if (e) {
+        manifest_drop(ckpt.manifest, e);
+    }
+    qapi_free_CheckpointManifestDiskList(ckpt.manifest->active);
+    ckpt.manifest->active = old_active;
+    set_operation(CHECKPOINT_OPERATION_CREATE, id, new_files);
+    return checkpoint_store_save(errp);
 }
 
 CheckpointManifest *checkpoint_store_manifest(void)
@@ -626,6 +852,24 @@ char *checkpoint_child_name(const char *parent, const char *id,
     return g_build_filename(dir, name, NULL);
 }
 
+char *checkpoint_plan_child_name(GHashTable *taken, const char *parent,
+                                 const char *id, const char *ext)
+{
+    char *name = checkpoint_child_name(parent, id, ext);
+
+    while (g_hash_table_contains(taken, name)) {
+        g_autofree char *own = NULL;
+        QemuUUID uuid;
+
+        qemu_uuid_generate(&uuid);
+        own = qemu_uuid_unparse_strdup(&uuid);
+        g_free(name);
+        name = checkpoint_child_name(parent, own, ext);
+    }
+    g_hash_table_add(taken, g_strdup(name));
+    return name;
+}
+
 BlockDriverState *checkpoint_make_child(const char *child,
                                         const char *parent, const char *fmt,
                                         int64_t size, const char *node_name,
@@ -634,6 +878,7 @@ BlockDriverState *checkpoint_make_child(const char *child,
                                         Error **errp)
 {
     Error *local_err = NULL;
+    BlockDriverState *bs;
     QDict *opts;
     int flags;
 
@@ -656,7 +901,13 @@ BlockDriverState *checkpoint_make_child(const char *child,
     } else {
         qdict_put_null(opts, "backing");
     }
-    return bdrv_open(child, NULL, opts, flags | BDRV_O_RDWR, errp);
+    bs = bdrv_open(child, NULL, opts, flags | BDRV_O_RDWR, errp);
+    /* On disk before the manifest names it (the open may write too) */
+    if (bs && !checkpoint_sync_new_file(child, errp)) {
+        bdrv_unref(bs);
+        return NULL;
+    }
+    return bs;
 }
 
 void checkpoint_crash_point(const char *point)

@@ -65,7 +65,38 @@ bool checkpoint_store_add(CheckpointManifestEntry *e,
                           CheckpointManifestDiskList *active,
                           strList *new_files, Error **errp);
 
-/* Set the state of checkpoint @id, end its operation, and save */
+/*
+ * A create begins: record that it is about to make @new_files (taken
+ * over), and make @active (taken over) the active images (they are the
+ * disks' images at this moment; recorded so that the recovery of the
+ * first create knows the parents of the children it removes); save.
+ * On failure nothing changed.
+ */
+bool checkpoint_store_begin_create(const char *id,
+                                   CheckpointManifestDiskList *active,
+                                   strList *new_files, Error **errp);
+
+/*
+ * A create failed before checkpoint_store_add(): @old_active (taken
+ * over) are the active images again and the operation ends; save
+ * (errors are reported only)
+ */
+void checkpoint_store_abort_create(CheckpointManifestDiskList *old_active);
+
+/*
+ * Undo checkpoint_store_add() of checkpoint @id: drop it, make
+ * @old_active (taken over) the active images again, and record
+ * @new_files (taken over) as what its create made, for removal; save.
+ * On a save error the manifest in memory is changed all the same.
+ */
+bool checkpoint_store_unadd(const char *id,
+                            CheckpointManifestDiskList *old_active,
+                            strList *new_files, Error **errp);
+
+/*
+ * Set the state of checkpoint @id, end its operation, and save; a
+ * checkpoint becoming ready records the identity of its frozen images
+ */
 bool checkpoint_store_set_state(const char *id, CheckpointState state,
                                 Error **errp);
 
@@ -115,11 +146,22 @@ char *checkpoint_child_name(const char *parent, const char *id,
                             const char *ext);
 
 /*
+ * checkpoint_child_name() for one of the disks of an operation: a name
+ * that another disk of the operation took already (the parents
+ * "disk.qcow2" and "disk.img" give the same) gets a UUID of its own in
+ * place of @id.  @taken (a set of strings it owns) holds the names
+ * given so far.
+ */
+char *checkpoint_plan_child_name(GHashTable *taken, const char *parent,
+                                 const char *id, const char *ext);
+
+/*
  * Create the differencing image @child of file @parent (format @fmt,
  * virtual size @size; *@made is set once the file exists) and open it
  * read-write as node @node_name, on top of node @backing, or with no
  * backing yet when @backing is NULL, with the cache and AIO options of
- * node @like.  Returns a new reference.
+ * node @like.  The file and its folder are synced before it returns.
+ * Returns a new reference.
  */
 BlockDriverState *checkpoint_make_child(const char *child,
                                         const char *parent, const char *fmt,
@@ -160,6 +202,25 @@ bool checkpoint_apply_busy(void);
  */
 void checkpoint_apply_finish(void);
 
+/* guard.c */
+
+/*
+ * Protect every open node of a checkpoint's frozen image from writers
+ * (and forget the nodes that are no longer frozen or open); called
+ * whenever the store or the VM's disks change
+ */
+void checkpoint_guard_frozen_images(void);
+
+/* identity.c */
+
+/*
+ * What identifies the content of image @filename of format @fmt
+ * (CheckpointManifestDisk.identity in qapi/checkpoint.json); NULL with
+ * @errp set when the file cannot be read
+ */
+char *checkpoint_image_identity(const char *filename, const char *fmt,
+                                Error **errp);
+
 /* store.c: the manifest */
 
 #define CHECKPOINT_MANIFEST_NAME "manifest.json"
@@ -182,6 +243,12 @@ CheckpointManifest *checkpoint_manifest_load(const char *dir, Error **errp);
  */
 bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
                               Error **errp);
+
+/*
+ * Make the new file @path and its entry in its folder durable, before
+ * the manifest names it
+ */
+bool checkpoint_sync_new_file(const char *path, Error **errp);
 
 /* Check the rules of FORMAT.md; @errp names what is wrong */
 bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp);

@@ -119,6 +119,24 @@ static void checkpoint_create_free_state(CheckpointCreate *c)
     g_free(c);
 }
 
+/*
+ * Write back what the frozen images of checkpoint @id still cache, so
+ * that the identity recorded next is that of their final content
+ */
+static void flush_frozen_images(const char *id)
+{
+    CheckpointManifestEntry *e = checkpoint_store_find(id, NULL);
+    CheckpointManifestDiskList *l;
+
+    for (l = e ? e->disks : NULL; l; l = l->next) {
+        BlockDriverState *bs = checkpoint_find_image(l->value->filename);
+
+        if (bs) {
+            bdrv_flush(bs);
+        }
+    }
+}
+
 /* The save has ended and the checkpoint is recorded: finish it */
 static void checkpoint_create_finish(CheckpointCreate *c)
 {
@@ -127,6 +145,7 @@ static void checkpoint_create_finish(CheckpointCreate *c)
 
     checkpoint_crash_point("create-saving");
     if (c->status == COW_SNAPSHOT_STATUS_COMPLETED) {
+        flush_frozen_images(c->id);
         if (checkpoint_store_set_state(c->id, CHECKPOINT_STATE_READY,
                                        &local_err)) {
             qapi_event_send_checkpoint_created(c->id);
@@ -144,11 +163,15 @@ static void checkpoint_create_finish(CheckpointCreate *c)
                               c->save_error ? c->save_error : "");
     }
     if (why) {
-        /* Drop the checkpoint; the disks stay on their new children */
+        /*
+         * Drop the checkpoint; the disks stay on their new children.
+         * The state file goes first: until the drop is saved, the
+         * manifest lists it for removal.
+         */
+        remove_state_dir(c->state_dir);
         if (!checkpoint_store_drop(c->id, &local_err)) {
             error_report_err(local_err);
         }
-        remove_state_dir(c->state_dir);
         g_free(last_error);
         last_error = g_strdup(why);
         c->job->error = g_steal_pointer(&why);
@@ -223,6 +246,9 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
 {
     g_autoptr(GPtrArray) disks = g_ptr_array_new_with_free_func(
         disk_switch_free);
+    g_autoptr(GHashTable) taken = g_hash_table_new_full(g_str_hash,
+                                                        g_str_equal,
+                                                        g_free, NULL);
     BlockBackend *blk;
 
     for (blk = checkpoint_next_disk(NULL); blk;
@@ -259,9 +285,9 @@ static GPtrArray *plan_disks(const char *id, Error **errp)
                              " '%s'", d->device);
             return NULL;
         }
-        d->child = checkpoint_child_name(d->frozen, id,
-                                         strcmp(fmt, "vhdx") ? "qcow2" :
-                                         "avhdx");
+        d->child = checkpoint_plan_child_name(taken, d->frozen, id,
+                                              strcmp(fmt, "vhdx") ? "qcow2" :
+                                              "avhdx");
         /* Named after the checkpoint: "ckpt-<8 hex digits of id>-<n>" */
         d->child_node = g_strdup_printf("ckpt-%.8s-%d", id,
                                         disks->len - 1);
@@ -418,6 +444,67 @@ static CheckpointManifestEntry *new_entry(const char *id, const char *name,
 }
 
 /*
+ * Everything the create makes (the children, the state file and its
+ * folder), for the manifest to list until the create ends
+ */
+static strList *creation_files(GPtrArray *disks, const char *state_dir)
+{
+    strList *files = NULL;
+    int i;
+
+    QAPI_LIST_PREPEND(files, g_strdup(state_dir));
+    QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
+    for (i = 0; i < disks->len; i++) {
+        DiskSwitch *d = g_ptr_array_index(disks, i);
+
+        QAPI_LIST_PREPEND(files, g_strdup(d->child));
+    }
+    return files;
+}
+
+/* The disks' images now, which become the checkpoint's frozen images */
+static CheckpointManifestDiskList *images_now(GPtrArray *disks)
+{
+    CheckpointManifestDiskList *l = NULL;
+    int i;
+
+    for (i = disks->len - 1; i >= 0; i--) {
+        DiskSwitch *d = g_ptr_array_index(disks, i);
+        CheckpointManifestDisk *a = g_new0(CheckpointManifestDisk, 1);
+
+        a->device = g_strdup(d->device);
+        a->filename = g_strdup(d->frozen);
+        a->format = g_strdup(d->format);
+        QAPI_LIST_PREPEND(l, a);
+    }
+    return l;
+}
+
+/*
+ * Record the files the create is about to make, before it makes them:
+ * a crash from here on has them removed when the store opens again
+ */
+static bool begin(const char *id, GPtrArray *disks, const char *state_dir,
+                  Error **errp)
+{
+    return checkpoint_store_begin_create(id, images_now(disks),
+                                         creation_files(disks, state_dir),
+                                         errp);
+}
+
+/*
+ * Remove what a create that failed before its commit point made, then
+ * forget it; the active images are @old_active (taken over) again
+ */
+static void abort_before_record(GPtrArray *disks, const char *state_dir,
+                                CheckpointManifestDiskList *old_active)
+{
+    remove_children(disks);
+    remove_state_dir(state_dir);
+    checkpoint_store_abort_create(old_active);
+}
+
+/*
  * The commit point, before the pause: the checkpoint "creating", "Now"
  * under it, the children active, and the state file as the operation's
  * new file.  A crash from here on leaves a store whose disks are the
@@ -437,17 +524,35 @@ static bool record(const char *id, const char *name, GPtrArray *disks,
     return checkpoint_store_add(e, active, files, errp);
 }
 
-/* Undo record(): the active images before it were @old_active */
-static void unrecord(const char *id, CheckpointManifestDiskList *old_active)
+/*
+ * Undo record() (the disks are on their images of before, @old_active,
+ * taken over): the manifest first lists the children for removal
+ * again, then they go.  If that manifest cannot be written, the one on
+ * disk may still name the children: they stay, listed for removal in
+ * the manifest in memory, for the next write and the next open.
+ */
+static void unrecord(const char *id, GPtrArray *disks,
+                     const char *state_dir,
+                     CheckpointManifestDiskList *old_active)
 {
-    CheckpointManifest *m = checkpoint_store_manifest();
     Error *local_err = NULL;
 
-    qapi_free_CheckpointManifestDiskList(m->active);
-    m->active = old_active;
-    if (!checkpoint_store_drop(id, &local_err)) {
+    if (!checkpoint_store_unadd(id, old_active,
+                                creation_files(disks, state_dir),
+                                &local_err)) {
         error_report_err(local_err);
+        remove_state_dir(state_dir);
+        for (int i = 0; i < disks->len; i++) {
+            DiskSwitch *d = g_ptr_array_index(disks, i);
+
+            g_clear_pointer(&d->child_bs, bdrv_unref);
+            d->made = false;
+        }
+        return;
     }
+    remove_children(disks);
+    remove_state_dir(state_dir);
+    checkpoint_store_end_operation();
 }
 
 char *checkpoint_create_start(const char *name, const char *job_id,
@@ -456,6 +561,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     CowSnapshotOptions opts = { .done = checkpoint_create_done };
     g_autoptr(GPtrArray) disks = NULL;
     g_autofree char *id = NULL, *state = NULL, *default_job = NULL;
+    g_autofree char *state_dir = NULL;
     CheckpointManifestDiskList *old_active;
     CheckpointCreate *c;
     QemuUUID uuid;
@@ -477,6 +583,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     c->id = g_strdup(id);
     c->state_dir = g_build_filename(checkpoint_store_dir(), id, NULL);
     state = g_build_filename(c->state_dir, "state", NULL);
+    state_dir = g_strdup(c->state_dir);     /* c may go before the end */
     if (!job_id) {
         default_job = g_strdup_printf("checkpoint-%s", id);
         job_id = default_job;
@@ -486,24 +593,28 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     if (!job) {
         goto fail_early;
     }
+    old_active = QAPI_CLONE(CheckpointManifestDiskList,
+                            checkpoint_store_manifest()->active);
+    if (!begin(id, disks, c->state_dir, errp)) {
+        qapi_free_CheckpointManifestDiskList(old_active);
+        goto fail_job;
+    }
     if (g_mkdir_with_parents(c->state_dir, 0700) < 0) {
         error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
-        goto fail_job;
+        goto fail_begun;
     }
     /* Everything that grows with disks or RAM happens while the VM runs */
     if (!make_children(disks, errp)) {
-        goto fail_dir;
+        goto fail_begun;
     }
     opts.opaque = c;
     if (!cow_snapshot_prepare(state, &opts, errp)) {
-        goto fail_children;
+        goto fail_begun;
     }
-    old_active = QAPI_CLONE(CheckpointManifestDiskList,
-                            checkpoint_store_manifest()->active);
     if (!record(id, name, disks, c->state_dir, errp)) {
-        unrecord(id, old_active);
         cow_snapshot_abort_prepared();
-        goto fail_children;
+        unrecord(id, disks, c->state_dir, old_active);
+        goto fail_job;
     }
 
     /* The pause: memory and disks of the same instant */
@@ -526,8 +637,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
             /* The callback cleans up */
             cow_snapshot_cancel();
         }
-        unrecord(id, old_active);
-        remove_children(disks);
+        unrecord(id, disks, state_dir, old_active);
         if (was_running) {
             vm_start();
         }
@@ -535,6 +645,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
         return NULL;
     }
     checkpoint_crash_point("create-after-switch");
+    checkpoint_guard_frozen_images();
     if (was_running) {
         vm_start();
     }
@@ -551,11 +662,10 @@ fail_resume:
     if (was_running) {
         vm_start();
     }
-    unrecord(id, old_active);
-fail_children:
-    remove_children(disks);
-fail_dir:
-    remove_state_dir(c->state_dir);
+    unrecord(id, disks, c->state_dir, old_active);
+    goto fail_job;
+fail_begun:
+    abort_before_record(disks, c->state_dir, old_active);
 fail_job:
     job_early_fail(job);
 fail_early:

@@ -313,13 +313,60 @@ static bool fsync_path(const char *path, int flags, Error **errp)
     return true;
 }
 
+bool checkpoint_sync_new_file(const char *path, Error **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+
+    return fsync_path(path, O_RDONLY, errp) &&
+           fsync_path(dir, O_RDONLY | O_DIRECTORY, errp);
+}
+
+/*
+ * Write @len bytes of @buf as the whole content of @path and make them
+ * durable.  O_TRUNC: a longer file that a killed QEMU left there must
+ * not keep its tail.
+ */
+static bool write_durably(const char *path, const char *buf, size_t len,
+                          Error **errp)
+{
+    int fd = qemu_create(path, O_WRONLY | O_TRUNC, 0600, errp);
+    ssize_t n;
+
+    if (fd < 0) {
+        return false;
+    }
+    while (len) {
+        n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            error_setg_errno(errp, n < 0 ? errno : ENOSPC,
+                             "Cannot write '%s'", path);
+            close(fd);
+            return false;
+        }
+        buf += n;
+        len -= n;
+    }
+    if (qemu_fdatasync(fd) < 0) {
+        error_setg_errno(errp, errno, "Cannot flush '%s' to disk", path);
+        close(fd);
+        return false;
+    }
+    if (close(fd) < 0) {
+        error_setg_errno(errp, errno, "Cannot write '%s'", path);
+        return false;
+    }
+    return true;
+}
+
 bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
                               Error **errp)
 {
     g_autofree char *path = g_build_filename(dir, CHECKPOINT_MANIFEST_NAME,
                                              NULL);
     g_autofree char *tmp = g_strconcat(path, ".tmp", NULL);
-    g_autoptr(GError) gerr = NULL;
     QObject *obj = NULL;
     GString *json;
     Visitor *v;
@@ -334,15 +381,10 @@ bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
     g_string_append_c(json, '\n');
 
     /* Write a new file, make it durable, then rename it over the old */
-    ok = g_file_set_contents_full(tmp, json->str, json->len,
-                                  G_FILE_SET_CONTENTS_NONE, 0600, &gerr);
+    ok = write_durably(tmp, json->str, json->len, errp);
     g_string_free(json, true);
     if (!ok) {
-        error_setg(errp, "Cannot write the checkpoint manifest: %s",
-                   gerr->message);
-        return false;
-    }
-    if (!fsync_path(tmp, O_RDWR, errp)) {
+        error_prepend(errp, "Cannot write the checkpoint manifest: ");
         unlink(tmp);
         return false;
     }

@@ -220,7 +220,9 @@ vhdx_diff_co_create_bat(BlockBackend *blk, BDRVVHDXState *s,
     int ret;
 
     assert(QEMU_IS_ALIGNED(data_offset, MiB));
-    assert(vhdx_sb_bat_index(s, chunks - 1) < bat_length / sizeof(*bat));
+    /* A disk of size 0 has no chunk, and so no sector bitmap */
+    assert(chunks == 0 ||
+           vhdx_sb_bat_index(s, chunks - 1) < bat_length / sizeof(*bat));
 
     bat = g_try_malloc0(bat_length);
     if (!bat) {
