@@ -12,11 +12,14 @@
 #                vs savevm/loadvm (JSON lines, then medians, ratios and
 #                targets; a benchmark, not a test)
 #   make bench        every benchmark
+#   make torture      crash-loop torture of the checkpoint store (not a
+#                part of check): TORTURE_S seconds (default 3600),
+#                TORTURE_SEED the first seed (tests/torture/crashloop.py)
 #
 # Every target installs the Debian packages it needs first (as root), and
 # prepares qemu/ from the pinned source and patches/ when needed.
 
-.PHONY: all deps prepare qemu guest asan run demo check bench bench-disk bench-ram bench-checkpoint refresh-patches clean distclean
+.PHONY: all deps prepare qemu guest asan run demo check bench bench-disk bench-ram bench-checkpoint torture refresh-patches clean distclean
 
 all: qemu guest
 
@@ -61,6 +64,10 @@ bench-ram: qemu
 # Not a test either: checkpoint-create/apply against savevm/loadvm.
 bench-checkpoint: qemu
 	@scripts/bench-checkpoint $(BENCH_ARGS)
+
+# Not in check (its bounded run is): random operations, SIGKILL, checks.
+torture: qemu
+	@HVCP_BUILD=$(CURDIR)/build/qemu python3 tests/torture/crashloop.py
 
 refresh-patches:
 	@scripts/refresh-patches

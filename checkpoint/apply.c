@@ -35,6 +35,7 @@
 #include "qobject/qdict.h"
 #include "block/aio-wait.h"
 #include "block/block_int-common.h"
+#include "block/block_int-io.h"
 #include "block/block-global-state.h"
 #include "system/block-backend.h"
 #include "system/runstate.h"
@@ -52,6 +53,7 @@ typedef struct DiskApply {
     CheckpointManifestDisk *frozen;     /* the checkpoint's, borrowed */
     char *child;                        /* the new active image */
     char *old_filename;                 /* the active image before */
+    GPtrArray *hidden;                  /* images under it only it uses */
     char *old_node;                     /* its node, and its file's */
     char *old_file_node;
     BlockDriverState *old_bs;           /* referenced while switched */
@@ -80,6 +82,9 @@ static void disk_apply_free(gpointer p)
     g_free(d->device);
     g_free(d->child);
     g_free(d->old_filename);
+    if (d->hidden) {
+        g_ptr_array_unref(d->hidden);
+    }
     g_free(d->old_node);
     g_free(d->old_file_node);
     g_free(d);
@@ -322,6 +327,37 @@ static void switch_back(GPtrArray *disks)
     }
 }
 
+static bool is_frozen(CheckpointManifest *m, const char *filename);
+
+/*
+ * The images between the active image @bs and the first frozen image
+ * under it: the frozen images of checkpoints that QEMU dropped because
+ * it died while creating them (FORMAT.md, "Recovery").  Only the
+ * active image builds on them, so they go with it.
+ */
+static GPtrArray *hidden_images(BlockDriverState *bs)
+{
+    CheckpointManifest *m = checkpoint_store_manifest();
+    GPtrArray *hidden = g_ptr_array_new_with_free_func(g_free);
+
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    for (bs = bdrv_filter_or_cow_bs(bs); bs;
+         bs = bdrv_filter_or_cow_bs(bs)) {
+        char *name;
+
+        if (!bs->drv || !bs->drv->is_format) {
+            continue;
+        }
+        name = realpath(checkpoint_image_filename(bs), NULL);
+        if (!name || is_frozen(m, name)) {
+            g_free(name);
+            break;
+        }
+        g_ptr_array_add(hidden, name);
+    }
+    return hidden;
+}
+
 /* Remember the image @d replaces, to delete it after the commit */
 static void note_old_image(DiskApply *d)
 {
@@ -333,6 +369,7 @@ static void note_old_image(DiskApply *d)
     if (!d->old_filename) {
         d->old_filename = g_strdup(checkpoint_image_filename(bs));
     }
+    d->hidden = hidden_images(bs);
     d->old_node = g_strdup(bdrv_get_node_name(bs));
     if (bs->file && bs->file->bs) {
         d->old_file_node = g_strdup(bdrv_get_node_name(bs->file->bs));
@@ -390,6 +427,20 @@ static bool is_frozen(CheckpointManifest *m, const char *filename)
     return false;
 }
 
+/* The hidden images under @d's old image go with it */
+static void note_hidden_stale(CheckpointManifestOperation *op, DiskApply *d)
+{
+    int i;
+
+    for (i = 0; i < d->hidden->len; i++) {
+        const char *name = g_ptr_array_index(d->hidden, i);
+
+        if (checkpoint_leftover_name_valid(name)) {
+            QAPI_LIST_PREPEND(op->stale_files, g_strdup(name));
+        }
+    }
+}
+
 /*
  * The commit point: "Now" under @e, the children active, the replaced
  * images recorded as stale.  On failure the manifest in memory is as
@@ -418,6 +469,7 @@ static bool commit_manifest(CheckpointManifestEntry *e, GPtrArray *disks,
             !is_frozen(m, d->old_filename)) {
             QAPI_LIST_PREPEND(op->stale_files, g_strdup(d->old_filename));
             op->has_stale_files = true;
+            note_hidden_stale(op, d);
         } else {
             warn_report("Checkpoint apply keeps '%s' (disk '%s'): it is not"
                         " an image a checkpoint made", d->old_filename,
@@ -625,6 +677,7 @@ static bool prepare_children(CheckpointManifestEntry *e, GPtrArray *disks,
         checkpoint_store_end_operation();
         return false;
     }
+    checkpoint_crash_point("apply-after-children");
     return true;
 }
 

@@ -65,10 +65,21 @@ CheckpointDefaultType checkpoint_default_type(void)
 
 const char *checkpoint_image_filename(BlockDriverState *bs)
 {
+    BlockDriverState *file = NULL;
+
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    /* A filter (blkdebug, preallocate) may stand above the file */
     if (bs->file && bs->file->bs) {
-        return bs->file->bs->filename;
+        file = bdrv_skip_filters(bs->file->bs);
     }
-    return bs->filename;
+    if (!file) {
+        file = bs;
+    }
+    /* A blockdev-reopen leaves it empty until something refreshes it */
+    if (!file->filename[0]) {
+        bdrv_refresh_filename(file);
+    }
+    return file->filename;
 }
 
 BlockBackend *checkpoint_next_disk(BlockBackend *blk)
@@ -919,4 +930,21 @@ void checkpoint_crash_point(const char *point)
                      point);
         raise(SIGKILL);
     }
+}
+
+/* checkpoint-check (check.c) */
+
+bool checkpoint_store_drop_list(strList *ids, Error **errp)
+{
+    strList *l;
+
+    for (l = ids; l; l = l->next) {
+        CheckpointManifestEntry *e = entry_by_id(l->value);
+
+        if (e) {
+            manifest_drop(ckpt.manifest, e);
+        }
+        end_operation_of(l->value);
+    }
+    return checkpoint_store_save(errp);
 }

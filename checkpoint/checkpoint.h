@@ -106,6 +106,12 @@ bool checkpoint_store_set_state(const char *id, CheckpointState state,
  */
 bool checkpoint_store_drop(const char *id, Error **errp);
 
+/*
+ * checkpoint_store_drop() of every checkpoint of @ids, with one save
+ * (checkpoint-check's drop-lost)
+ */
+bool checkpoint_store_drop_list(strList *ids, Error **errp);
+
 /* The loaded manifest (NULL while no store is set) */
 CheckpointManifest *checkpoint_store_manifest(void);
 

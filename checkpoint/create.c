@@ -172,6 +172,7 @@ static void checkpoint_create_finish(CheckpointCreate *c)
         if (!checkpoint_store_drop(c->id, &local_err)) {
             error_report_err(local_err);
         }
+        qapi_event_send_checkpoint_create_failed(c->id, why);
         g_free(last_error);
         last_error = g_strdup(why);
         c->job->error = g_steal_pointer(&why);
@@ -607,6 +608,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     if (!make_children(disks, errp)) {
         goto fail_begun;
     }
+    checkpoint_crash_point("create-after-children");
     opts.opaque = c;
     if (!cow_snapshot_prepare(state, &opts, errp)) {
         goto fail_begun;

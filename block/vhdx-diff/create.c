@@ -225,7 +225,7 @@ vhdx_diff_co_create_bat(BlockBackend *blk, BDRVVHDXState *s,
            vhdx_sb_bat_index(s, chunks - 1) < bat_length / sizeof(*bat));
 
     bat = g_try_malloc0(bat_length);
-    if (!bat) {
+    if (!bat && bat_length) {
         error_setg(errp, "Failed to allocate memory for the BAT");
         return -ENOMEM;
     }
@@ -248,6 +248,9 @@ vhdx_diff_co_create_bat(BlockBackend *blk, BDRVVHDXState *s,
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Failed to allocate the sector bitmaps");
         return ret;
+    }
+    if (!bat_length) {
+        return 0;
     }
     ret = blk_co_pwrite(blk, bat_offset, bat_length, bat, 0);
     if (ret < 0) {
