@@ -122,8 +122,17 @@ class VM:
                     f'nbd+unix:///io?socket={sock}', '-c', command)
         finally:
             self.cmd('block-export-del', id='io')
-            self.m.event_wait('BLOCK_EXPORT_DELETED', timeout=30)
+            self.wait_until(lambda: not self.cmd('query-block-exports'),
+                            'the NBD export to go')
         return r.stdout + r.stderr
+
+    def wait_until(self, cond, what, timeout=30):
+        """Poll cond() (QMP event waits do not end when QEMU dies)."""
+        end = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > end:
+                raise AssertionError(f'waited {timeout} s for {what}')
+            time.sleep(0.02)
 
     def write(self, dev, pattern, offset, length):
         out = self.io(dev, f'write -P {pattern} {offset} {length}', True)
@@ -140,16 +149,15 @@ class VM:
         polling: a QMP event wait does not end when QEMU is killed)."""
         cid = self.cmd('checkpoint-create', name=name,
                        type='standard')['id']
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        def ready():
             state = [c['state'] for c in self.checkpoints()
                      if c['id'] == cid]
-            if state == ['ready']:
-                return cid
             if not state:
                 raise AssertionError(f'checkpoint {cid} was dropped')
-            time.sleep(0.02)
-        raise AssertionError(f'checkpoint {cid} not ready in {timeout} s')
+            return state == ['ready']
+
+        self.wait_until(ready, f'checkpoint {cid} to be ready', timeout)
+        return cid
 
     def apply(self, key, **args):
         """checkpoint-apply (it returns once the checkpoint is applied)"""

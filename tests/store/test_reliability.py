@@ -69,9 +69,8 @@ def zero_size_blockdev_create(tmp):
         vm.cmd('blockdev-create', **{'job-id': 'mk'},
                options={'driver': 'vhdx', 'file': 'cfile', 'size': 0,
                         'backing-file': z, 'backing-fmt': 'vhdx'})
-        ev = vm.m.event_wait('JOB_STATUS_CHANGE', timeout=30,
-                             match={'data': {'status': 'concluded'}})
-        expect(ev, 'the blockdev-create job did not conclude')
+        vm.wait_until(lambda: vm.cmd('query-jobs')[0]['status'] ==
+                      'concluded', 'the blockdev-create job')
         jobs = vm.cmd('query-jobs')
         expect(not jobs[0].get('error'), f'job failed: {jobs}')
         vm.cmd('job-dismiss', id='mk')
@@ -208,7 +207,8 @@ def job_refuses_create(tmp):
         err = vm.error('checkpoint-apply', checkpoint=a)
         expect("block job 'st'" in err, err)
         vm.cmd('block-job-cancel', device='st', force=True)
-        vm.m.event_wait('BLOCK_JOB_CANCELLED', timeout=30)
+        vm.wait_until(lambda: not vm.cmd('query-block-jobs'),
+                      'the stream to end')
         vm.create('C')
         vm.shutdown()
     finally:
