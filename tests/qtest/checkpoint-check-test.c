@@ -604,16 +604,12 @@ static void test_open_in_vm(void)
 
 int main(int argc, char **argv)
 {
-    g_autofree char *rm = NULL;
-    int ret;
-
     g_test_init(&argc, &argv, NULL);
     if (!qtest_has_machine("microvm")) {
         g_test_skip("microvm machine not available");
         return g_test_run();
     }
-    tmpdir = g_dir_make_tmp("checkpoint-check-test-XXXXXX", NULL);
-    g_assert(tmpdir);
+    tmpdir = hvcp_make_tmpdir("checkpoint-check-test-XXXXXX");
 
     qtest_add_func("/checkpoint-check/healthy", test_healthy);
     qtest_add_func("/checkpoint-check/missing", test_missing);
@@ -623,10 +619,5 @@ int main(int argc, char **argv)
                    test_reconnect_qcow2);
     qtest_add_func("/checkpoint-check/drop-lost", test_drop_lost);
     qtest_add_func("/checkpoint-check/open-in-vm", test_open_in_vm);
-    ret = g_test_run();
-
-    rm = g_strdup_printf("rm -rf %s", tmpdir);
-    g_assert(g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL));
-    g_free(tmpdir);
-    return ret;
+    return hvcp_run_and_remove(tmpdir);
 }

@@ -1301,16 +1301,12 @@ static void test_recovery(void)
 
 int main(int argc, char **argv)
 {
-    g_autofree char *rm = NULL;
-    int ret;
-
     g_test_init(&argc, &argv, NULL);
     if (!qtest_has_machine("microvm")) {
         g_test_skip("microvm machine not available");
         return g_test_run();
     }
-    tmpdir = g_dir_make_tmp("checkpoint-test-XXXXXX", NULL);
-    g_assert(tmpdir);
+    tmpdir = hvcp_make_tmpdir("checkpoint-test-XXXXXX");
 
     qtest_add_func("/checkpoint/fresh", test_fresh);
     qtest_add_func("/checkpoint/set-parameters", test_set_parameters);
@@ -1327,10 +1323,5 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/apply-refused", test_apply_refused);
     qtest_add_func("/checkpoint/migration-refused", test_migration_refused);
     qtest_add_func("/checkpoint/recovery", test_recovery);
-    ret = g_test_run();
-
-    rm = g_strdup_printf("rm -rf %s", tmpdir);
-    g_assert(g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL));
-    g_free(tmpdir);
-    return ret;
+    return hvcp_run_and_remove(tmpdir);
 }

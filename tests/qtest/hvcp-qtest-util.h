@@ -28,4 +28,24 @@ qmp_error(QTestState *qts, const char *fmt, ...)
     return desc;
 }
 
+/* A fresh folder for one test program's files */
+static inline char *hvcp_make_tmpdir(const char *template)
+{
+    char *dir = g_dir_make_tmp(template, NULL);
+
+    g_assert(dir);
+    return dir;
+}
+
+/* Run the registered tests, then remove @tmpdir (taken over) */
+static inline int hvcp_run_and_remove(char *tmpdir)
+{
+    g_autofree char *rm = g_strdup_printf("rm -rf %s", tmpdir);
+    int ret = g_test_run();
+
+    g_assert(g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL));
+    g_free(tmpdir);
+    return ret;
+}
+
 #endif
