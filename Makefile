@@ -12,6 +12,9 @@
 #                vs savevm/loadvm (JSON lines, then medians, ratios and
 #                targets; a benchmark, not a test)
 #   make bench        every benchmark
+#   make fuzz    the fuzzers (vhdx open path, checkpoint manifest, memory
+#                state file) under AddressSanitizer, FUZZ_S seconds per
+#                target (default 3600); tests/fuzz/README.md
 #   make torture      crash-loop torture of the checkpoint store (not a
 #                part of check): TORTURE_S seconds (default 3600),
 #                TORTURE_SEED the first seed (tests/torture/crashloop.py)
@@ -19,7 +22,7 @@
 # Every target installs the Debian packages it needs first (as root), and
 # prepares qemu/ from the pinned source and patches/ when needed.
 
-.PHONY: all deps prepare qemu guest asan run demo check bench bench-disk bench-ram bench-checkpoint torture refresh-patches clean distclean
+.PHONY: all deps prepare qemu guest asan run demo check fuzz bench bench-disk bench-ram bench-checkpoint torture refresh-patches clean distclean
 
 all: qemu guest
 
@@ -50,6 +53,10 @@ asan: prepare
 
 demo: qemu guest
 	@scripts/demo
+
+# Not a test: fuzzing for FUZZ_S seconds per target (tests/fuzz/run-fuzz).
+fuzz: qemu asan
+	@tests/fuzz/run-fuzz
 
 bench: bench-disk bench-ram bench-checkpoint
 
