@@ -694,7 +694,7 @@ static void cowsnap_layout(CowSnapJob *job)
     h->table_size = cpu_to_le64(table_size);
     h->file_size = cpu_to_le64(off);
     h->ram_bytes = cpu_to_le64(ram);
-    h->created_ns = cpu_to_le64(qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
+    h->created_ns = cpu_to_le64(qemu_clock_get_ns(QEMU_CLOCK_HOST));
     pstrcpy(h->machine_type, sizeof(h->machine_type), cowsnap_machine_type());
     job->total_bytes = ram;
 }
