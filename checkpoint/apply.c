@@ -29,38 +29,14 @@
 #include "qemu/main-loop.h"
 #include "qemu/uuid.h"
 #include "qapi/error.h"
-#include "qapi/qapi-commands-block-core.h"
 #include "qapi/qapi-commands-checkpoint.h"
 #include "qapi/qapi-events-checkpoint.h"
-#include "qobject/qdict.h"
 #include "block/aio-wait.h"
-#include "block/block_int-common.h"
-#include "block/block_int-io.h"
-#include "block/block-global-state.h"
 #include "system/block-backend.h"
 #include "system/runstate.h"
 #include "system/system.h"
 #include "../migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
-
-/* Backing chains longer than this are refused (and loops with them) */
-#define APPLY_MAX_CHAIN 1024
-
-/* One disk of the VM during an apply */
-typedef struct DiskApply {
-    BlockBackend *blk;
-    char *device;
-    CheckpointManifestDisk *frozen;     /* the checkpoint's, borrowed */
-    char *child;                        /* the new active image */
-    char *old_filename;                 /* the active image before */
-    GPtrArray *hidden;                  /* images under it only it uses */
-    char *old_node;                     /* its node, and its file's */
-    char *old_file_node;
-    BlockDriverState *old_bs;           /* referenced while switched */
-    BlockDriverState *new_bs;           /* referenced from open on */
-    bool made;                          /* child file created */
-    bool switched;                      /* blk uses new_bs */
-} DiskApply;
 
 static bool applying;
 
@@ -69,431 +45,48 @@ bool checkpoint_apply_busy(void)
     return applying;
 }
 
-static void disk_apply_free(gpointer p)
-{
-    DiskApply *d = p;
-
-    if (d->new_bs) {
-        bdrv_unref(d->new_bs);
-    }
-    if (d->old_bs) {
-        bdrv_unref(d->old_bs);
-    }
-    g_free(d->device);
-    g_free(d->child);
-    g_free(d->old_filename);
-    if (d->hidden) {
-        g_ptr_array_unref(d->hidden);
-    }
-    g_free(d->old_node);
-    g_free(d->old_file_node);
-    g_free(d);
-}
-
-static CheckpointManifestDisk *frozen_image(CheckpointManifestEntry *e,
-                                            const char *device)
-{
-    CheckpointManifestDiskList *l;
-
-    for (l = e->disks; l; l = l->next) {
-        if (!strcmp(l->value->device, device)) {
-            return l->value;
-        }
-    }
-    return NULL;
-}
-
 /*
- * Is the frozen image of @d what checkpoint @e froze?  A block-commit
- * into it, or a qemu-img commit while QEMU was down, would give the
- * guest @e's memory over other disk content.
+ * What the apply replaces and may delete after its commit: the image
+ * each disk used, if a checkpoint made it and none holds it, with the
+ * images under it that only it used
  */
-static bool frozen_image_unchanged(CheckpointManifestEntry *e, DiskApply *d,
-                                   Error **errp)
+static strList *stale_files(GPtrArray *disks)
 {
-    g_autofree char *now = NULL;
+    strList *stale = NULL;
+    int i, j;
 
-    if (!d->frozen->identity) {
-        return true;    /* recorded before identities existed */
-    }
-    now = checkpoint_image_identity(d->frozen->filename, d->frozen->format,
-                                    errp);
-    if (!now) {
-        error_prepend(errp, "Cannot apply checkpoint '%s': ", e->name);
-        return false;
-    }
-    if (strcmp(now, d->frozen->identity)) {
-        error_setg(errp, "Cannot apply checkpoint '%s': the image of disk"
-                   " '%s' ('%s') changed since the checkpoint was taken"
-                   " (it was '%s', it is '%s'); checkpoint-check can"
-                   " accept the new content", e->name, d->device,
-                   d->frozen->filename, d->frozen->identity, now);
-        return false;
-    }
-    return true;
-}
+    for (i = disks->len - 1; i >= 0; i--) {
+        CheckpointDisk *d = g_ptr_array_index(disks, i);
 
-/*
- * Match the VM's writable disks with the checkpoint's frozen images and
- * name the new children (after @child_id); changes nothing
- */
-static GPtrArray *plan_disks(CheckpointManifestEntry *e,
-                             const char *child_id, Error **errp)
-{
-    g_autoptr(GPtrArray) disks = g_ptr_array_new_with_free_func(
-        disk_apply_free);
-    g_autoptr(GHashTable) taken = g_hash_table_new_full(g_str_hash,
-                                                        g_str_equal,
-                                                        g_free, NULL);
-    BlockBackend *blk;
-
-    for (blk = checkpoint_next_disk(NULL); blk;
-         blk = checkpoint_next_disk(blk)) {
-        BlockDriverState *bs = blk_bs(blk);
-        DiskApply *d;
-
-        d = g_new0(DiskApply, 1);
-        g_ptr_array_add(disks, d);
-        d->blk = blk;
-        d->device = checkpoint_disk_name(blk);
-        d->frozen = frozen_image(e, d->device);
-        if (!d->frozen) {
-            error_setg(errp, "Checkpoint '%s' has no image of disk '%s'"
-                       " (the disk was added after it)", e->name,
-                       d->device);
-            return NULL;
-        }
-        if (strcmp(d->frozen->format, bs->drv->format_name)) {
-            error_setg(errp, "Checkpoint '%s' has a %s image of disk '%s'"
-                       " ('%s'), but the disk is a %s image now", e->name,
-                       d->frozen->format, d->device, d->frozen->filename,
-                       bs->drv->format_name);
-            return NULL;
-        }
-        if (access(d->frozen->filename, R_OK) < 0) {
-            error_setg_errno(errp, errno, "Cannot apply checkpoint '%s':"
-                             " the image of disk '%s' ('%s') cannot be"
-                             " read", e->name, d->device,
-                             d->frozen->filename);
-            return NULL;
-        }
-        if (!frozen_image_unchanged(e, d, errp)) {
-            return NULL;
-        }
-        d->child = checkpoint_plan_child_name(taken, d->frozen->filename,
-                                              child_id,
-                                              strcmp(d->frozen->format,
-                                                     "vhdx") ?
-                                              "qcow2" : "avhdx");
-        if (access(d->child, F_OK) == 0) {
-            error_setg(errp, "Cannot create '%s' for disk '%s': the file"
-                       " exists", d->child, d->device);
-            return NULL;
-        }
-    }
-    for (CheckpointManifestDiskList *l = e->disks; l; l = l->next) {
-        bool found = false;
-
-        for (int i = 0; i < disks->len; i++) {
-            DiskApply *d = g_ptr_array_index(disks, i);
-
-            found |= !strcmp(d->device, l->value->device);
-        }
-        if (!found) {
-            error_setg(errp, "Checkpoint '%s' has disk '%s' ('%s'), which"
-                       " this VM does not have (or not writable)", e->name,
-                       l->value->device, l->value->filename);
-            return NULL;
-        }
-    }
-    return g_steal_pointer(&disks);
-}
-
-/*
- * A node for image @filename, read-only, with its backing chain; nodes
- * already open (the frozen images of the running chain) are shared, so
- * that no file is opened twice.  Returns a new reference.
- */
-static BlockDriverState *open_chain(const char *filename, const char *fmt,
-                                    int depth, Error **errp)
-{
-    BlockDriverState *bs = checkpoint_find_image(filename);
-    BlockDriverState *parent = NULL;
-    g_autofree char *backing = NULL;
-    g_autofree char *backing_fmt = NULL;
-    bool has_backing;
-    QDict *opts;
-
-    if (bs) {
-        bdrv_ref(bs);
-        return bs;
-    }
-    if (depth > APPLY_MAX_CHAIN) {
-        error_setg(errp, "The backing chain of '%s' is longer than %d"
-                   " images (or loops)", filename, APPLY_MAX_CHAIN);
-        return NULL;
-    }
-
-    /* Learn the parent's name without opening it */
-    opts = qdict_new();
-    qdict_put_str(opts, "driver", fmt);
-    bs = bdrv_open(filename, NULL, opts, BDRV_O_NO_BACKING, errp);
-    if (!bs) {
-        return NULL;
-    }
-    has_backing = bs->backing_file[0];
-    if (has_backing) {
-        bdrv_graph_rdlock_main_loop();
-        backing = bdrv_get_full_backing_filename(bs, errp);
-        bdrv_graph_rdunlock_main_loop();
-        backing_fmt = g_strdup(bs->backing_format[0] ? bs->backing_format
-                                                     : fmt);
-    }
-    bdrv_unref(bs);
-    if (has_backing && !backing) {
-        return NULL;
-    }
-
-    opts = qdict_new();
-    qdict_put_str(opts, "driver", fmt);
-    if (backing) {
-        parent = open_chain(backing, backing_fmt, depth + 1, errp);
-        if (!parent) {
-            qobject_unref(opts);
-            return NULL;
-        }
-        qdict_put_str(opts, "backing", bdrv_get_node_name(parent));
-    } else {
-        qdict_put_null(opts, "backing");
-    }
-    bs = bdrv_open(filename, NULL, opts, 0, errp);
-    if (parent) {
-        bdrv_unref(parent);
-    }
-    return bs;
-}
-
-/* Create and open the new children; the VM's disks do not change */
-static bool make_children(GPtrArray *disks, const char *child_id,
-                          Error **errp)
-{
-    int i;
-
-    for (i = 0; i < disks->len; i++) {
-        DiskApply *d = g_ptr_array_index(disks, i);
-        BlockDriverState *cur = blk_bs(d->blk);
-        BlockDriverState *frozen;
-        g_autofree char *node = NULL;
-        int64_t size;
-
-        frozen = open_chain(d->frozen->filename, d->frozen->format, 0, errp);
-        if (!frozen) {
-            return false;
-        }
-        bdrv_graph_rdlock_main_loop();
-        size = bdrv_getlength(frozen);
-        bdrv_graph_rdunlock_main_loop();
-        if (size < 0) {
-            error_setg_errno(errp, -size, "Cannot get the size of '%s'",
-                             d->frozen->filename);
-            bdrv_unref(frozen);
-            return false;
-        }
-        node = g_strdup_printf("ckpt-%.8s-%d", child_id, i);
-        d->new_bs = checkpoint_make_child(d->child, d->frozen->filename,
-                                          d->frozen->format, size, node,
-                                          frozen, cur, &d->made, errp);
-        bdrv_unref(frozen);
-        if (!d->new_bs) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Put every switched disk back on its old image */
-static void switch_back(GPtrArray *disks)
-{
-    int i;
-
-    for (i = 0; i < disks->len; i++) {
-        DiskApply *d = g_ptr_array_index(disks, i);
-
-        if (d->switched) {
-            /* The old image took these permissions a moment ago */
-            blk_replace_bs(d->blk, d->old_bs, &error_abort);
-            d->switched = false;
-        }
-    }
-}
-
-static bool is_frozen(CheckpointManifest *m, const char *filename);
-
-/*
- * The images between the active image @bs and the first frozen image
- * under it: the frozen images of checkpoints that QEMU dropped because
- * it died while creating them (FORMAT.md, "Recovery").  Only the
- * active image builds on them, so they go with it.
- */
-static GPtrArray *hidden_images(BlockDriverState *bs)
-{
-    CheckpointManifest *m = checkpoint_store_manifest();
-    GPtrArray *hidden = g_ptr_array_new_with_free_func(g_free);
-
-    GRAPH_RDLOCK_GUARD_MAINLOOP();
-    for (bs = bdrv_filter_or_cow_bs(bs); bs;
-         bs = bdrv_filter_or_cow_bs(bs)) {
-        char *name;
-
-        if (!bs->drv || !bs->drv->is_format) {
+        if (!checkpoint_leftover_name_valid(d->old_filename) ||
+            checkpoint_store_is_frozen(d->old_filename)) {
+            warn_report("Checkpoint apply keeps '%s' (disk '%s'): it is not"
+                        " an image a checkpoint made", d->old_filename,
+                        d->device);
             continue;
         }
-        name = realpath(checkpoint_image_filename(bs), NULL);
-        if (!name || is_frozen(m, name)) {
-            g_free(name);
-            break;
-        }
-        g_ptr_array_add(hidden, name);
-    }
-    return hidden;
-}
+        QAPI_LIST_PREPEND(stale, g_strdup(d->old_filename));
+        for (j = 0; j < d->hidden->len; j++) {
+            const char *name = g_ptr_array_index(d->hidden, j);
 
-/* Remember the image @d replaces, to delete it after the commit */
-static void note_old_image(DiskApply *d)
-{
-    BlockDriverState *bs = blk_bs(d->blk);
-
-    d->old_bs = bs;
-    bdrv_ref(bs);
-    d->old_filename = realpath(checkpoint_image_filename(bs), NULL);
-    if (!d->old_filename) {
-        d->old_filename = g_strdup(checkpoint_image_filename(bs));
-    }
-    d->hidden = hidden_images(bs);
-    d->old_node = g_strdup(bdrv_get_node_name(bs));
-    if (bs->file && bs->file->bs) {
-        d->old_file_node = g_strdup(bdrv_get_node_name(bs->file->bs));
-    }
-}
-
-static bool switch_disks(GPtrArray *disks, Error **errp)
-{
-    int i;
-
-    for (i = 0; i < disks->len; i++) {
-        DiskApply *d = g_ptr_array_index(disks, i);
-
-        note_old_image(d);
-        if (blk_replace_bs(d->blk, d->new_bs, errp) < 0) {
-            error_prepend(errp, "Cannot move disk '%s' to '%s': ",
-                          d->device, d->child);
-            switch_back(disks);
-            return false;
-        }
-        d->switched = true;
-    }
-    return true;
-}
-
-/* Remove the children made so far (nothing uses them) */
-static void remove_children(GPtrArray *disks)
-{
-    int i;
-
-    for (i = 0; i < disks->len; i++) {
-        DiskApply *d = g_ptr_array_index(disks, i);
-
-        g_clear_pointer(&d->new_bs, bdrv_unref);
-        if (d->made) {
-            unlink(d->child);
-            d->made = false;
-        }
-    }
-}
-
-/* Is @filename the frozen image of a checkpoint? */
-static bool is_frozen(CheckpointManifest *m, const char *filename)
-{
-    CheckpointManifestEntryList *l;
-    CheckpointManifestDiskList *d;
-
-    for (l = m->checkpoints; l; l = l->next) {
-        for (d = l->value->disks; d; d = d->next) {
-            if (checkpoint_same_file(d->value->filename, filename)) {
-                return true;
+            if (checkpoint_leftover_name_valid(name)) {
+                QAPI_LIST_PREPEND(stale, g_strdup(name));
             }
         }
     }
-    return false;
-}
-
-/* The hidden images under @d's old image go with it */
-static void note_hidden_stale(CheckpointManifestOperation *op, DiskApply *d)
-{
-    int i;
-
-    for (i = 0; i < d->hidden->len; i++) {
-        const char *name = g_ptr_array_index(d->hidden, i);
-
-        if (checkpoint_leftover_name_valid(name)) {
-            QAPI_LIST_PREPEND(op->stale_files, g_strdup(name));
-        }
-    }
+    return stale;
 }
 
 /*
  * The commit point: "Now" under @e, the children active, the replaced
- * images recorded as stale.  On failure the manifest in memory is as
- * it was.
+ * images recorded as stale.  On failure the manifest is as it was.
  */
 static bool commit_manifest(CheckpointManifestEntry *e, GPtrArray *disks,
                             Error **errp)
 {
-    CheckpointManifest *m = checkpoint_store_manifest();
-    CheckpointManifestOperation *op = m->operation;
-    CheckpointManifestDiskList *old_active = m->active, *active = NULL;
-    char *old_current = m->current;
-    strList *old_new_files = op->new_files;
-    int i;
-
-    for (i = disks->len - 1; i >= 0; i--) {
-        DiskApply *d = g_ptr_array_index(disks, i);
-        CheckpointManifestDisk *a = g_new0(CheckpointManifestDisk, 1);
-
-        a->device = g_strdup(d->device);
-        a->filename = g_strdup(d->child);
-        a->format = g_strdup(d->frozen->format);
-        QAPI_LIST_PREPEND(active, a);
-        /* Only images the checkpoints made, and none a checkpoint holds */
-        if (checkpoint_leftover_name_valid(d->old_filename) &&
-            !is_frozen(m, d->old_filename)) {
-            QAPI_LIST_PREPEND(op->stale_files, g_strdup(d->old_filename));
-            op->has_stale_files = true;
-            note_hidden_stale(op, d);
-        } else {
-            warn_report("Checkpoint apply keeps '%s' (disk '%s'): it is not"
-                        " an image a checkpoint made", d->old_filename,
-                        d->device);
-        }
-    }
-    m->active = active;
-    m->current = g_strdup(e->id);
-    op->new_files = NULL;
-    if (!checkpoint_store_save(errp)) {
-        qapi_free_CheckpointManifestDiskList(active);
-        m->active = old_active;
-        g_free(m->current);
-        m->current = old_current;
-        qapi_free_strList(op->stale_files);
-        op->stale_files = NULL;
-        op->has_stale_files = false;
-        op->new_files = old_new_files;
-        return false;
-    }
-    qapi_free_CheckpointManifestDiskList(old_active);
-    g_free(old_current);
-    qapi_free_strList(old_new_files);
-    return true;
+    return checkpoint_store_commit_apply(e->id,
+                                         checkpoint_disks_images(disks, true),
+                                         stale_files(disks), errp);
 }
 
 /*
@@ -523,21 +116,8 @@ static void remove_stale(GPtrArray *disks)
 {
     CheckpointManifest *m = checkpoint_store_manifest();
     strList *f;
-    int i;
 
-    for (i = 0; i < disks->len; i++) {
-        DiskApply *d = g_ptr_array_index(disks, i);
-
-        g_clear_pointer(&d->old_bs, bdrv_unref);
-        /* Nodes added with -blockdev stay open until deleted */
-        if (d->old_node[0] && bdrv_find_node(d->old_node)) {
-            qmp_blockdev_del(d->old_node, NULL);
-        }
-        if (d->old_file_node && d->old_file_node[0] &&
-            bdrv_find_node(d->old_file_node)) {
-            qmp_blockdev_del(d->old_file_node, NULL);
-        }
-    }
+    checkpoint_disks_close_old(disks);
     for (f = m->operation->stale_files; f; f = f->next) {
         if (unlink(f->value) < 0 && errno != ENOENT) {
             warn_report("Cannot delete '%s', an image the VM no longer"
@@ -553,16 +133,10 @@ static void remove_stale(GPtrArray *disks)
 static bool record_children(CheckpointManifestEntry *e, GPtrArray *disks,
                             Error **errp)
 {
-    strList *files = NULL;
-    int i;
-
-    for (i = 0; i < disks->len; i++) {
-        DiskApply *d = g_ptr_array_index(disks, i);
-
-        QAPI_LIST_PREPEND(files, g_strdup(d->child));
-    }
     return checkpoint_store_begin_operation(CHECKPOINT_OPERATION_APPLY,
-                                            e->id, files, errp);
+                                            e->id,
+                                            checkpoint_disks_children(disks),
+                                            errp);
 }
 
 static bool apply_allowed(CheckpointManifestEntry *e, Error **errp)
@@ -636,12 +210,12 @@ static ApplyOutcome apply_stopped(CheckpointManifestEntry *e,
                                   GPtrArray *disks, const char *state,
                                   Error **errp)
 {
-    if (!switch_disks(disks, errp)) {
+    if (!checkpoint_disks_replace(disks, errp)) {
         return APPLY_FAILED;
     }
     checkpoint_crash_point("apply-after-switch");
     if (!commit_manifest(e, disks, errp)) {
-        switch_back(disks);
+        checkpoint_disks_switch_back(disks);
         return APPLY_FAILED;
     }
     checkpoint_crash_point("apply-after-commit");
@@ -667,13 +241,12 @@ static ApplyOutcome apply_stopped(CheckpointManifestEntry *e,
  * (they are new files, and the images under them are frozen)
  */
 static bool prepare_children(CheckpointManifestEntry *e, GPtrArray *disks,
-                             const char *child_id, Error **errp)
+                             Error **errp)
 {
     if (!record_children(e, disks, errp)) {
         return false;
     }
-    if (!make_children(disks, child_id, errp)) {
-        remove_children(disks);
+    if (!checkpoint_disks_make_children(disks, true, errp)) {
         checkpoint_store_end_operation();
         return false;
     }
@@ -712,7 +285,7 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     }
     qemu_uuid_generate(&uuid);
     child_id = qemu_uuid_unparse_strdup(&uuid);
-    disks = plan_disks(e, child_id, errp);
+    disks = checkpoint_disks_plan_apply(e, child_id, errp);
     if (!disks) {
         return NULL;
     }
@@ -728,12 +301,12 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
         }
         first_id = checkpoint_current_state(errp);
         e = first_id ? checkpoint_store_find(target, errp) : NULL;
-        if (!e || !prepare_children(e, disks, child_id, errp)) {
+        if (!e || !prepare_children(e, disks, errp)) {
             goto fail;
         }
     } else {
         /* Made while the VM runs: the pause is only the switch and load */
-        if (!prepare_children(e, disks, child_id, errp)) {
+        if (!prepare_children(e, disks, errp)) {
             goto fail;
         }
         if (was_running) {
@@ -743,7 +316,7 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     outcome = apply_stopped(e, disks, state, errp);
     if (outcome == APPLY_FAILED) {
         applying = false;
-        remove_children(disks);
+        checkpoint_disks_remove_children(disks);
         checkpoint_store_end_operation();
         /* Nothing changed: the VM goes on as before */
         if (was_running) {

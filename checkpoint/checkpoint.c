@@ -331,8 +331,13 @@ static void remove_leftover(const char *path)
 
 static void remove_own_leftover(const char *dir, CheckpointManifest *m,
                                 CheckpointManifestOperation *op,
-                                const char *path)
+                                const char *path, bool folders)
 {
+    struct stat st;
+
+    if (lstat(path, &st) < 0 || S_ISDIR(st.st_mode) != folders) {
+        return;     /* gone already, or not for this pass */
+    }
     if (!leftover_is_own(dir, m, op, path)) {
         warn_report("Checkpoint store '%s': not removing '%s', which the"
                     " unfinished %s did not make", dir, path,
@@ -383,11 +388,14 @@ static void recover(const char *dir, CheckpointManifest *m)
         warn_report("Checkpoint store '%s': finishing the %s of checkpoint"
                     " %s that QEMU did not end", dir,
                     CheckpointOperation_str(op->op), op->checkpoint);
-        for (f = op->new_files; f; f = f->next) {
-            remove_own_leftover(dir, m, op, f->value);
-        }
-        for (f = op->stale_files; f; f = f->next) {
-            remove_own_leftover(dir, m, op, f->value);
+        /* Files first, then folders, which must be empty by then */
+        for (int pass = 0; pass < 2; pass++) {
+            for (f = op->new_files; f; f = f->next) {
+                remove_own_leftover(dir, m, op, f->value, pass == 1);
+            }
+            for (f = op->stale_files; f; f = f->next) {
+                remove_own_leftover(dir, m, op, f->value, pass == 1);
+            }
         }
         qapi_free_CheckpointManifestOperation(op);
         m->operation = NULL;
@@ -804,6 +812,54 @@ bool checkpoint_store_unadd(const char *id,
     ckpt.manifest->active = old_active;
     set_operation(CHECKPOINT_OPERATION_CREATE, id, new_files);
     return checkpoint_store_save(errp);
+}
+
+bool checkpoint_store_is_frozen(const char *filename)
+{
+    CheckpointManifestEntryList *l;
+    CheckpointManifestDiskList *d;
+
+    for (l = ckpt.manifest ? ckpt.manifest->checkpoints : NULL; l;
+         l = l->next) {
+        for (d = l->value->disks; d; d = d->next) {
+            if (checkpoint_same_file(d->value->filename, filename)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+bool checkpoint_store_commit_apply(const char *id,
+                                   CheckpointManifestDiskList *active,
+                                   strList *stale, Error **errp)
+{
+    CheckpointManifest *m = ckpt.manifest;
+    CheckpointManifestOperation *op = m->operation;
+    CheckpointManifestDiskList *old_active = m->active;
+    char *old_current = m->current;
+    strList *old_new_files = op->new_files;
+
+    m->active = active;
+    m->current = g_strdup(id);
+    op->new_files = NULL;
+    op->stale_files = stale;
+    op->has_stale_files = stale != NULL;
+    if (!checkpoint_store_save(errp)) {
+        m->active = old_active;
+        g_free(m->current);
+        m->current = old_current;
+        op->new_files = old_new_files;
+        op->stale_files = NULL;
+        op->has_stale_files = false;
+        qapi_free_CheckpointManifestDiskList(active);
+        qapi_free_strList(stale);
+        return false;
+    }
+    qapi_free_CheckpointManifestDiskList(old_active);
+    g_free(old_current);
+    qapi_free_strList(old_new_files);
+    return true;
 }
 
 CheckpointManifest *checkpoint_store_manifest(void)

@@ -112,6 +112,19 @@ bool checkpoint_store_drop(const char *id, Error **errp);
  */
 bool checkpoint_store_drop_list(strList *ids, Error **errp);
 
+/* Is @filename the frozen image of a checkpoint? */
+bool checkpoint_store_is_frozen(const char *filename);
+
+/*
+ * The commit point of an apply of checkpoint @id: "Now" under it,
+ * @active (taken over) the active images, the operation's new files
+ * forgotten and @stale (taken over) recorded as the files it replaced;
+ * save.  On failure the manifest is as it was.
+ */
+bool checkpoint_store_commit_apply(const char *id,
+                                   CheckpointManifestDiskList *active,
+                                   strList *stale, Error **errp);
+
 /* The loaded manifest (NULL while no store is set) */
 CheckpointManifest *checkpoint_store_manifest(void);
 
@@ -207,6 +220,80 @@ bool checkpoint_apply_busy(void);
  * yet (it happens right after checkpoint-apply returns)
  */
 void checkpoint_apply_finish(void);
+
+/* disks.c: the per-disk work of create and apply */
+
+/* One writable disk of the VM during an operation */
+typedef struct CheckpointDisk {
+    BlockBackend *blk;          /* the guest's disk */
+    char *device;               /* its name in the manifest */
+    char *format;               /* vhdx or qcow2 */
+    char *parent;               /* the image its child is made on */
+    char *child;                /* the new image's file */
+    char *child_node;           /* and its node name */
+    int64_t size;
+    BlockDriverState *bs;       /* create: the disk's node, not referenced */
+    BlockDriverState *child_bs; /* referenced from open on */
+    bool made;                  /* the child's file exists */
+    /* apply: what the disk used before the switch */
+    BlockDriverState *old_bs;   /* referenced while switched */
+    char *old_filename;
+    char *old_node;             /* its node, and its file's */
+    char *old_file_node;
+    GPtrArray *hidden;          /* images under it that only it used */
+    bool switched;
+} CheckpointDisk;
+
+/*
+ * The disks of a create: the writable disks attached to guest devices,
+ * each with the child of its image now, named after checkpoint @id
+ */
+GPtrArray *checkpoint_disks_plan_create(const char *id, Error **errp);
+
+/*
+ * The disks of an apply of @e: each with a child of @e's frozen image,
+ * named after @child_id; every disk of @e must be the VM's, with the
+ * same format, and unchanged (its recorded identity)
+ */
+GPtrArray *checkpoint_disks_plan_apply(CheckpointManifestEntry *e,
+                                       const char *child_id, Error **errp);
+
+/*
+ * Create and open every child while the VM runs: on its parent and the
+ * parent's chain (@on_parent, apply) or with no backing, for
+ * checkpoint_disks_snapshot() (create).  On failure the children made
+ * are removed.
+ */
+bool checkpoint_disks_make_children(GPtrArray *disks, bool on_parent,
+                                    Error **errp);
+
+/* Close the children and delete the files made */
+void checkpoint_disks_remove_children(GPtrArray *disks);
+
+/* Close the children, keeping their files */
+void checkpoint_disks_forget_children(GPtrArray *disks);
+
+/* Create, in the pause: every disk onto its child, or none */
+bool checkpoint_disks_snapshot(GPtrArray *disks, Error **errp);
+
+/*
+ * Apply, with the vCPUs stopped: every disk's image replaced by its
+ * child, or none
+ */
+bool checkpoint_disks_replace(GPtrArray *disks, Error **errp);
+
+/* Put every replaced disk back on its old image */
+void checkpoint_disks_switch_back(GPtrArray *disks);
+
+/* After an apply's commit: close the images the disks used before */
+void checkpoint_disks_close_old(GPtrArray *disks);
+
+/* The children's files */
+strList *checkpoint_disks_children(GPtrArray *disks);
+
+/* The manifest records of the children, or of the parents */
+CheckpointManifestDiskList *checkpoint_disks_images(GPtrArray *disks,
+                                                    bool children);
 
 /* guard.c */
 

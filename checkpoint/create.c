@@ -22,14 +22,12 @@
 #include "qapi/error.h"
 #include "qapi/qapi-visit-checkpoint.h"
 #include "qapi/qapi-commands-checkpoint.h"
-#include "qapi/qapi-commands-transaction.h"
 #include "qapi/qapi-events-checkpoint.h"
 #include "block/block_int-common.h"
 #include "block/block-global-state.h"
 #include "system/block-backend.h"
 #include "system/runstate.h"
 #include "system/system.h"
-#include "../block/vhdx-diff/vhdx-diff.h"
 #include "../migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
 
@@ -213,173 +211,6 @@ static void checkpoint_create_done(void *opaque, CowSnapshotStatus status,
     }
 }
 
-typedef struct DiskSwitch {
-    char *device;
-    char *node;
-    char *format;
-    char *frozen;
-    char *child;
-    char *child_node;
-    BlockDriverState *bs;       /* the active image, not referenced */
-    BlockDriverState *child_bs; /* referenced from open on */
-    int64_t size;
-    bool made;                  /* child file created */
-} DiskSwitch;
-
-static void disk_switch_free(gpointer p)
-{
-    DiskSwitch *d = p;
-
-    if (d->child_bs) {
-        bdrv_unref(d->child_bs);
-    }
-    g_free(d->device);
-    g_free(d->node);
-    g_free(d->format);
-    g_free(d->frozen);
-    g_free(d->child);
-    g_free(d->child_node);
-    g_free(d);
-}
-
-/* The writable disks attached to guest devices, and their children */
-static GPtrArray *plan_disks(const char *id, Error **errp)
-{
-    g_autoptr(GPtrArray) disks = g_ptr_array_new_with_free_func(
-        disk_switch_free);
-    g_autoptr(GHashTable) taken = g_hash_table_new_full(g_str_hash,
-                                                        g_str_equal,
-                                                        g_free, NULL);
-    BlockBackend *blk;
-
-    for (blk = checkpoint_next_disk(NULL); blk;
-         blk = checkpoint_next_disk(blk)) {
-        BlockDriverState *bs = blk_bs(blk);
-        const char *fmt = bs->drv->format_name;
-        DiskSwitch *d;
-
-        d = g_new0(DiskSwitch, 1);
-        d->device = checkpoint_disk_name(blk);
-        g_ptr_array_add(disks, d);
-        if (strcmp(fmt, "vhdx") && strcmp(fmt, "qcow2")) {
-            error_setg(errp, "Disk '%s' is a %s image ('%s'); checkpoints"
-                       " need vhdx or qcow2 disks", d->device, fmt,
-                       bs->filename);
-            return NULL;
-        }
-        d->bs = bs;
-        d->node = g_strdup(bdrv_get_node_name(bs));
-        d->format = g_strdup(fmt);
-        /* Absolute, so that the store does not depend on the cwd */
-        d->frozen = realpath(checkpoint_image_filename(bs), NULL);
-        if (!d->frozen) {
-            error_setg_errno(errp, errno, "Cannot find the file of disk"
-                             " '%s' ('%s')", d->device,
-                             checkpoint_image_filename(bs));
-            return NULL;
-        }
-        bdrv_graph_rdlock_main_loop();
-        d->size = bdrv_getlength(bs);
-        bdrv_graph_rdunlock_main_loop();
-        if (d->size < 0) {
-            error_setg_errno(errp, -d->size, "Cannot get the size of disk"
-                             " '%s'", d->device);
-            return NULL;
-        }
-        d->child = checkpoint_plan_child_name(taken, d->frozen, id,
-                                              strcmp(fmt, "vhdx") ? "qcow2" :
-                                              "avhdx");
-        /* Named after the checkpoint: "ckpt-<8 hex digits of id>-<n>" */
-        d->child_node = g_strdup_printf("ckpt-%.8s-%d", id,
-                                        disks->len - 1);
-        if (access(d->child, F_OK) == 0) {
-            error_setg(errp, "Cannot create '%s' for disk '%s': the file"
-                       " exists", d->child, d->device);
-            return NULL;
-        }
-    }
-    return g_steal_pointer(&disks);
-}
-
-/* Remove the children made so far */
-static void remove_children(GPtrArray *disks)
-{
-    int i;
-
-    for (i = 0; i < disks->len; i++) {
-        DiskSwitch *d = g_ptr_array_index(disks, i);
-
-        g_clear_pointer(&d->child_bs, bdrv_unref);
-        if (d->made) {
-            unlink(d->child);
-            d->made = false;
-        }
-    }
-}
-
-/*
- * Create and open every child before the pause, while the VM runs: the
- * pause is then the switch alone.  A vhdx child records its parent's
- * DataWriteGuid, which the parent's first write since it was opened
- * changes: settle it first.
- */
-static bool make_children(GPtrArray *disks, Error **errp)
-{
-    int i;
-
-    for (i = 0; i < disks->len; i++) {
-        DiskSwitch *d = g_ptr_array_index(disks, i);
-
-        if (!strcmp(d->format, "vhdx") &&
-            vhdx_diff_settle_data_write_guid(d->bs, errp) < 0) {
-            goto fail;
-        }
-        d->child_bs = checkpoint_make_child(d->child, d->frozen, d->format,
-                                            d->size, d->child_node, NULL,
-                                            d->bs, &d->made, errp);
-        if (!d->child_bs) {
-            goto fail;
-        }
-    }
-    return true;
-
-fail:
-    error_prepend(errp, "Cannot make the differencing images of the"
-                  " checkpoint: ");
-    remove_children(disks);
-    return false;
-}
-
-/* Inside the pause: every disk goes on top of its child, or none does */
-static bool switch_disks(GPtrArray *disks, Error **errp)
-{
-    TransactionActionList *actions = NULL, **tail = &actions;
-    int i;
-
-    for (i = 0; i < disks->len; i++) {
-        DiskSwitch *d = g_ptr_array_index(disks, i);
-        TransactionAction *act = g_new0(TransactionAction, 1);
-        BlockdevSnapshot *s = g_new0(BlockdevSnapshot, 1);
-
-        s->node = g_strdup(d->node);
-        s->overlay = g_strdup(d->child_node);
-        act->type = TRANSACTION_ACTION_KIND_BLOCKDEV_SNAPSHOT;
-        act->u.blockdev_snapshot.data = s;
-        QAPI_LIST_APPEND(tail, act);
-    }
-    if (actions) {
-        Error *local_err = NULL;
-
-        qmp_transaction(actions, NULL, &local_err);
-        qapi_free_TransactionActionList(actions);
-        if (local_err) {
-            error_propagate(errp, local_err);
-            return false;
-        }
-    }
-    return true;
-}
-
 static char *default_name(void)
 {
     g_autoptr(GDateTime) now = g_date_time_new_now_local();
@@ -412,13 +243,11 @@ static bool create_allowed(Error **errp)
     return true;
 }
 
-/* The manifest entry of the new checkpoint and the disks' new images */
+/* The manifest entry of the new checkpoint */
 static CheckpointManifestEntry *new_entry(const char *id, const char *name,
-                                          GPtrArray *disks,
-                                          CheckpointManifestDiskList **active)
+                                          GPtrArray *disks)
 {
     CheckpointManifestEntry *e = g_new0(CheckpointManifestEntry, 1);
-    int i;
 
     e->id = g_strdup(id);
     e->name = name ? g_strdup(name) : default_name();
@@ -426,21 +255,7 @@ static CheckpointManifestEntry *new_entry(const char *id, const char *name,
     e->state = CHECKPOINT_STATE_CREATING;
     e->created = time(NULL);
     e->state_file = g_build_filename(id, "state", NULL);
-    *active = NULL;
-    for (i = disks->len - 1; i >= 0; i--) {
-        DiskSwitch *d = g_ptr_array_index(disks, i);
-        CheckpointManifestDisk *frozen = g_new0(CheckpointManifestDisk, 1);
-        CheckpointManifestDisk *child = g_new0(CheckpointManifestDisk, 1);
-
-        frozen->device = g_strdup(d->device);
-        frozen->filename = g_strdup(d->frozen);
-        frozen->format = g_strdup(d->format);
-        QAPI_LIST_PREPEND(e->disks, frozen);
-        child->device = g_strdup(d->device);
-        child->filename = g_strdup(d->child);
-        child->format = g_strdup(d->format);
-        QAPI_LIST_PREPEND(*active, child);
-    }
+    e->disks = checkpoint_disks_images(disks, false);
     return e;
 }
 
@@ -450,35 +265,12 @@ static CheckpointManifestEntry *new_entry(const char *id, const char *name,
  */
 static strList *creation_files(GPtrArray *disks, const char *state_dir)
 {
-    strList *files = NULL;
-    int i;
+    strList *files = checkpoint_disks_children(disks);
 
+    /* The state file before its folder: recovery removes in order */
     QAPI_LIST_PREPEND(files, g_strdup(state_dir));
     QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
-    for (i = 0; i < disks->len; i++) {
-        DiskSwitch *d = g_ptr_array_index(disks, i);
-
-        QAPI_LIST_PREPEND(files, g_strdup(d->child));
-    }
     return files;
-}
-
-/* The disks' images now, which become the checkpoint's frozen images */
-static CheckpointManifestDiskList *images_now(GPtrArray *disks)
-{
-    CheckpointManifestDiskList *l = NULL;
-    int i;
-
-    for (i = disks->len - 1; i >= 0; i--) {
-        DiskSwitch *d = g_ptr_array_index(disks, i);
-        CheckpointManifestDisk *a = g_new0(CheckpointManifestDisk, 1);
-
-        a->device = g_strdup(d->device);
-        a->filename = g_strdup(d->frozen);
-        a->format = g_strdup(d->format);
-        QAPI_LIST_PREPEND(l, a);
-    }
-    return l;
 }
 
 /*
@@ -488,7 +280,8 @@ static CheckpointManifestDiskList *images_now(GPtrArray *disks)
 static bool begin(const char *id, GPtrArray *disks, const char *state_dir,
                   Error **errp)
 {
-    return checkpoint_store_begin_create(id, images_now(disks),
+    return checkpoint_store_begin_create(id,
+                                         checkpoint_disks_images(disks, false),
                                          creation_files(disks, state_dir),
                                          errp);
 }
@@ -500,7 +293,7 @@ static bool begin(const char *id, GPtrArray *disks, const char *state_dir,
 static void abort_before_record(GPtrArray *disks, const char *state_dir,
                                 CheckpointManifestDiskList *old_active)
 {
-    remove_children(disks);
+    checkpoint_disks_remove_children(disks);
     remove_state_dir(state_dir);
     checkpoint_store_abort_create(old_active);
 }
@@ -515,14 +308,13 @@ static void abort_before_record(GPtrArray *disks, const char *state_dir,
 static bool record(const char *id, const char *name, GPtrArray *disks,
                    const char *state_dir, Error **errp)
 {
-    CheckpointManifestDiskList *active;
-    CheckpointManifestEntry *e;
     strList *files = NULL;
 
     QAPI_LIST_PREPEND(files, g_strdup(state_dir));
     QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
-    e = new_entry(id, name, disks, &active);
-    return checkpoint_store_add(e, active, files, errp);
+    return checkpoint_store_add(new_entry(id, name, disks),
+                                checkpoint_disks_images(disks, true), files,
+                                errp);
 }
 
 /*
@@ -543,15 +335,10 @@ static void unrecord(const char *id, GPtrArray *disks,
                                 &local_err)) {
         error_report_err(local_err);
         remove_state_dir(state_dir);
-        for (int i = 0; i < disks->len; i++) {
-            DiskSwitch *d = g_ptr_array_index(disks, i);
-
-            g_clear_pointer(&d->child_bs, bdrv_unref);
-            d->made = false;
-        }
+        checkpoint_disks_forget_children(disks);
         return;
     }
-    remove_children(disks);
+    checkpoint_disks_remove_children(disks);
     remove_state_dir(state_dir);
     checkpoint_store_end_operation();
 }
@@ -576,7 +363,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     }
     qemu_uuid_generate(&uuid);
     id = qemu_uuid_unparse_strdup(&uuid);
-    disks = plan_disks(id, errp);
+    disks = checkpoint_disks_plan_create(id, errp);
     if (!disks) {
         return NULL;
     }
@@ -605,7 +392,9 @@ char *checkpoint_create_start(const char *name, const char *job_id,
         goto fail_begun;
     }
     /* Everything that grows with disks or RAM happens while the VM runs */
-    if (!make_children(disks, errp)) {
+    if (!checkpoint_disks_make_children(disks, false, errp)) {
+        error_prepend(errp, "Cannot make the differencing images of the"
+                      " checkpoint: ");
         goto fail_begun;
     }
     checkpoint_crash_point("create-after-children");
@@ -628,7 +417,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     creating = c;
     c->job = container_of(job, CheckpointCreateJob, common);
     checkpoint_crash_point("create-before-switch");
-    if (!switch_disks(disks, &local_err)) {
+    if (!checkpoint_disks_snapshot(disks, &local_err)) {
         error_propagate_prepend(errp, local_err, "Cannot switch the disks"
                                 " to new differencing images: ");
         c->abandoned = true;
