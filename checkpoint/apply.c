@@ -89,31 +89,19 @@ static bool commit_manifest(CheckpointManifestEntry *e, GPtrArray *disks,
                                          stale_files(disks), errp);
 }
 
-/*
- * After the commit: drop the old images' nodes and delete their files,
- * then forget the operation
- */
-static void remove_stale(GPtrArray *disks);
-
-/* The disks of the last apply while their old images wait for removal */
-static GPtrArray *stale_pending;
-
-void checkpoint_apply_finish(void)
-{
-    if (stale_pending) {
-        remove_stale(stale_pending);
-        g_clear_pointer(&stale_pending, g_ptr_array_unref);
-    }
-}
-
 /* After the command has returned: nothing waits for this */
 static void remove_stale_bh(void *opaque)
 {
-    checkpoint_apply_finish();
+    checkpoint_settle();
 }
 
-static void remove_stale(GPtrArray *disks)
+/*
+ * After the commit: drop the old images' nodes and delete their files,
+ * then forget the operation (the step checkpoint_defer() runs)
+ */
+static void remove_stale(void *opaque)
 {
+    g_autoptr(GPtrArray) disks = opaque;
     CheckpointManifest *m = checkpoint_store_manifest();
     strList *f;
 
@@ -269,7 +257,7 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     QemuUUID uuid;
     bool was_running = runstate_is_running();
 
-    checkpoint_apply_finish();
+    checkpoint_settle();
     e = checkpoint_store_find(checkpoint, errp);
     if (!e || !apply_allowed(e, errp)) {
         return NULL;
@@ -332,7 +320,7 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     }
     /* Once the command has returned (or when the next one starts) */
     applying = false;
-    stale_pending = g_steal_pointer(&disks);
+    checkpoint_defer(remove_stale, g_steal_pointer(&disks));
     aio_bh_schedule_oneshot(qemu_get_aio_context(), remove_stale_bh, NULL);
     if (outcome == APPLY_LOAD_FAILED) {
         return NULL;

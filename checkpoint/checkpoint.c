@@ -977,6 +977,29 @@ BlockDriverState *checkpoint_make_child(const char *child,
     return bs;
 }
 
+/* The step the last operation left for later, and its data */
+static struct {
+    CheckpointSettleFn *fn;
+    void *opaque;
+} pending_step;
+
+void checkpoint_defer(CheckpointSettleFn *fn, void *opaque)
+{
+    checkpoint_settle();
+    pending_step.fn = fn;
+    pending_step.opaque = opaque;
+}
+
+void checkpoint_settle(void)
+{
+    CheckpointSettleFn *fn = pending_step.fn;
+
+    if (fn) {
+        pending_step.fn = NULL;
+        fn(g_steal_pointer(&pending_step.opaque));
+    }
+}
+
 void checkpoint_crash_point(const char *point)
 {
     const char *want = getenv("QEMU_CHECKPOINT_CRASH_AT");

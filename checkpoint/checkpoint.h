@@ -190,6 +190,19 @@ BlockDriverState *checkpoint_make_child(const char *child,
                                         Error **errp);
 
 /*
+ * A step that an operation leaves until after its command returned (an
+ * apply deletes the images it replaced), with its data @opaque (taken
+ * over); it runs at the latest when the next operation starts, which
+ * calls checkpoint_settle() first, so that no operation needs to know
+ * what the previous one left.
+ */
+typedef void CheckpointSettleFn(void *opaque);
+void checkpoint_defer(CheckpointSettleFn *fn, void *opaque);
+
+/* Run the step an operation left for later, if there is one */
+void checkpoint_settle(void);
+
+/*
  * Crash tests: when the environment variable QEMU_CHECKPOINT_CRASH_AT
  * names @point, QEMU kills itself with SIGKILL here.
  */
@@ -215,11 +228,6 @@ const char *checkpoint_create_last_error(void);
 /* Is a checkpoint being applied? */
 bool checkpoint_apply_busy(void);
 
-/*
- * Delete the images the last apply replaced, if that has not happened
- * yet (it happens right after checkpoint-apply returns)
- */
-void checkpoint_apply_finish(void);
 
 /* disks.c: the per-disk work of create and apply */
 

@@ -357,7 +357,7 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     Job *job;
     bool was_running;
 
-    checkpoint_apply_finish();
+    checkpoint_settle();
     if (!create_allowed(errp)) {
         return NULL;
     }
