@@ -224,6 +224,8 @@ class Qmp:
 class Qemu:
     def __init__(self, scratch, store, active, env):
         self.scratch = scratch
+        self.kill_lock = threading.Lock()
+        self.quitting = False
         self.qmp_path = os.path.join(scratch, 'qmp.sock')
         self.qtest_path = os.path.join(scratch, 'qtest.sock')
         self.log_path = os.path.join(scratch, 'qemu.log')
@@ -278,8 +280,13 @@ class Qemu:
     def alive(self):
         return self.proc.poll() is None
 
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
+    def kill(self, force=False):
+        # A timer thread may call this while the main thread quits QEMU:
+        # once quit() has begun, QEMU is left to exit by itself
+        with self.kill_lock:
+            if (self.quitting and not force) or not self.proc or \
+                    self.proc.poll() is not None:
+                return
             self.killed = True
             try:
                 os.kill(self.proc.pid, signal.SIGKILL)
@@ -293,11 +300,15 @@ class Qemu:
         return self.proc.returncode
 
     def quit(self):
+        with self.kill_lock:
+            self.quitting = True
+            if self.killed:
+                raise Gone()
         self.qmp.cmd('quit')
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired as e:
-            self.kill()
+            self.kill(force=True)
             raise Failure('hang', 'QEMU did not quit in 30s') from e
         self.qmp.close()
         if self.killed:
