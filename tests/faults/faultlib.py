@@ -13,19 +13,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import tempfile
-import time
-import traceback
+import sys
 
-from qemu.qmp import ConnectError
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
-BUILD = os.environ.get('HVCP_BUILD', '')
-QEMU = os.path.join(BUILD, 'qemu-system-x86_64')
-QEMU_IMG = os.path.join(BUILD, 'qemu-img')
-QEMU_IO = os.path.join(BUILD, 'qemu-io')
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'pylib'))
+from hvcptap import Skip, Tap, expect, note  # noqa: E402,F401
+from hvcpvm import QEMU, QEMU_IMG, QEMU_IO, QemuVM  # noqa: E402
+import hvcpvm  # noqa: E402
 
 IMAGES = [('d0.qcow2', 'qcow2'), ('d1.vhdx', 'vhdx')]
 UUID = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
@@ -34,58 +28,8 @@ CHILD_RE = re.compile(r'_' + UUID + r'\.(avhdx|qcow2)$')
 RAM_ADDR = 0x200000
 
 
-class Skip(Exception):
-    """A case that cannot run here (TAP # SKIP with the reason)."""
-
-
-class Tap:
-    """Independent cases: each prints ok / not ok / ok # SKIP; the plan
-    is printed at the end."""
-
-    def __init__(self):
-        self.n = 0
-        self.failures = 0
-
-    def case(self, desc, func, *args):
-        self.n += 1
-        t0 = time.monotonic()
-        try:
-            func(*args)
-        except Skip as e:
-            print(f'ok {self.n} - {desc} # SKIP {e}', flush=True)
-            return
-        except Exception as e:          # pylint: disable=broad-except
-            self.failures += 1
-            print(f'not ok {self.n} - {desc}', flush=True)
-            text = f'{type(e).__name__}: {e}\n' + traceback.format_exc()
-            for line in text.splitlines():
-                print(f'# {line}', flush=True)
-            return
-        print(f'ok {self.n} - {desc} ({time.monotonic() - t0:.1f}s)',
-              flush=True)
-
-    def done(self):
-        print(f'1..{self.n}', flush=True)
-        return 1 if self.failures else 0
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
-def note(msg):
-    for line in str(msg).splitlines() or ['']:
-        print(f'# {line}', flush=True)
-
-
 def run(*args, check=True):
-    r = subprocess.run([str(a) for a in args], capture_output=True,
-                       text=True, check=False)
-    if check and r.returncode != 0:
-        raise AssertionError(f'{args} failed ({r.returncode}):'
-                             f' {r.stdout}{r.stderr}')
-    return r
+    return hvcpvm.run(*args, check=check)
 
 
 def require_built():
@@ -103,7 +47,7 @@ def make_images(workdir, size='16M'):
     return out
 
 
-class VM:
+class VM(QemuVM):
     """QEMU with -accel qtest: no guest code runs; disks are read and
     written over NBD, RAM through the qtest socket."""
 
@@ -112,143 +56,34 @@ class VM:
         self.workdir = workdir
         self.disks = list(disks)
         self.store = store
-        self.cwd = cwd or workdir
-        self.env = env
-        # unix socket paths must stay short
-        self.sockdir = tempfile.mkdtemp(prefix='faults-s-', dir='/tmp')
-        self.qmp_path = os.path.join(self.sockdir, 'qmp.sock')
-        self.qtest_path = os.path.join(self.sockdir, 'qtest.sock')
-        self.nbd_path = os.path.join(self.sockdir, 'nbd.sock')
-        self.log = os.path.join(workdir, f'{name}.log')
-        self.proc = None
-        self.qmp_conn = None
-        self.qtest = None
-        self.nbd_started = False
-        self.events = []
-
-    def args(self):
-        a = [QEMU, '-M', 'microvm', '-accel', 'qtest', '-display', 'none',
-             '-nodefaults', '-m', '32M',
-             '-qmp', f'unix:{self.qmp_path},server=on,wait=off',
-             '-chardev', f'socket,id=qt,path={self.qtest_path},server=on,wait=off',
-             '-qtest', 'chardev:qt']
+        args = ['-M', 'microvm', '-accel', 'qtest', '-display', 'none',
+                '-nodefaults', '-m', '32M']
         for i, (path, fmt) in enumerate(self.disks):
-            a += ['-blockdev', f'driver=file,filename={path},node-name=f{i}',
-                  '-blockdev', f'driver={fmt},file=f{i},node-name=n{i}',
-                  '-device', f'virtio-blk-device,drive=n{i},id=vd{i},share-rw=on']
+            args += ['-blockdev', f'driver=file,filename={path},node-name=f{i}',
+                     '-blockdev', f'driver={fmt},file=f{i},node-name=n{i}',
+                     '-device', f'virtio-blk-device,drive=n{i},id=vd{i},share-rw=on']
         if self.store:
-            a += ['-checkpoints', f'dir={self.store},type=standard']
-        return a
-
-    def start(self):
-        env = dict(os.environ, **(self.env or {}))
-        with open(self.log, 'a') as log:
-            self.proc = subprocess.Popen(self.args(), cwd=self.cwd, env=env,
-                                         stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log)
-        deadline = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f'QEMU exited with {self.proc.returncode}:'
-                                     f' {self.output()}')
-            q = QEMUMonitorProtocol(self.qmp_path)
-            try:
-                q.connect()
-                self.qmp_conn = q
-                break
-            except (ConnectError, OSError):
-                q.close()
-            if time.monotonic() > deadline:
-                raise AssertionError('QEMU does not listen on QMP')
-            time.sleep(0.05)
-        self.qtest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.qtest.connect(self.qtest_path)
-        self.qtest_buf = b''
-        return self
-
-    def output(self):
-        with open(self.log, errors='replace') as f:
-            return f.read()
+            args += ['-checkpoints', f'dir={self.store},type=standard']
+        super().__init__(args, log=os.path.join(workdir, f'{name}.log'),
+                         log_mode='a', cwd=cwd or workdir, env=env,
+                         qtest=True, name='faults')
+        self.log = self.log_path
+        self.nbd_path = os.path.join(self.sockdir, 'nbd.sock')
+        self.nbd_started = False
 
     # -- monitors ----------------------------------------------------------
 
-    def raw(self, cmd, **args):
-        r = self.qmp_conn.cmd_raw(cmd, args or None)
-        self.events += self.qmp_conn.get_events()
-        return r
-
-    def qmp(self, cmd, **args):
-        r = self.raw(cmd, **args)
-        if 'error' in r:
-            raise AssertionError(f'{cmd} {args}: {r["error"]["desc"]}')
-        return r['return']
-
-    def event(self, match, timeout=30):
-        """The first event (kept or new) for which match(event) is true;
-        it and the ones before it are consumed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, ev in enumerate(self.events):
-                if match(ev):
-                    del self.events[:i + 1]
-                    return ev
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                ev = self.qmp_conn.pull_event(wait=min(left, 0.5))
-            except Exception:       # pylint: disable=broad-except
-                ev = None
-            if ev:
-                self.events.append(ev)
-            elif self.proc.poll() is not None:
-                raise AssertionError(f'QEMU died ({self.proc.returncode}):'
-                                     f' {self.output()[-2000:]}')
-
-    def qtest_cmd(self, line):
-        self.qtest.sendall(line.encode() + b'\n')
-        while b'\n' not in self.qtest_buf:
-            data = self.qtest.recv(4096)
-            if not data:
-                raise AssertionError('the qtest socket closed')
-            self.qtest_buf += data
-        reply, self.qtest_buf = self.qtest_buf.split(b'\n', 1)
-        expect(reply.startswith(b'OK'), f'qtest {line}: {reply!r}')
-        return reply.decode()
+    def qmp(self, cmd, /, **args):
+        return self.cmd(cmd, **args)
 
     def fill_ram(self, value, size=0x100000):
-        self.qtest_cmd(f'memset 0x{RAM_ADDR:x} 0x{size:x} 0x{value:x}')
+        self.memset(RAM_ADDR, size, value)
 
     def running(self):
         return self.qmp('query-status')['running']
 
-    def quit(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.qmp('quit')
-            except Exception:       # pylint: disable=broad-except
-                pass
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.close()
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.close()
-
     def close(self):
-        for c in (self.qmp_conn, self.qtest):
-            try:
-                if c:
-                    c.close()
-            except Exception:       # pylint: disable=broad-except
-                pass
-        self.qmp_conn = self.qtest = None
+        super().close()
         shutil.rmtree(self.sockdir, ignore_errors=True)
 
     # -- the guest's disks -------------------------------------------------

@@ -222,9 +222,9 @@ def main():
                     desc = (f'{op}: {errname} on every {iotype} of the'
                             f' {fl.IMAGES[disk][1]} disk')
                     if only in desc:
-                        tap.case(desc, case, op, disk, iotype, errname)
+                        tap.check(desc, case, op, disk, iotype, errname)
     if only in 'filter':
-        tap.case('create: a filter between format and file node is skipped',
+        tap.check('create: a filter between format and file node is skipped',
                  case_filter)
     return tap.done()
 

@@ -175,10 +175,10 @@ def main():
     for op in MANIFEST_OPS:
         desc = f'{op}: the store is full when the manifest is written'
         if only in desc:
-            tap.case(desc, case_manifest, op)
+            tap.check(desc, case_manifest, op)
     desc = 'create: the store is full when the state file is written'
     if only in desc:
-        tap.case(desc, case_state_file)
+        tap.check(desc, case_state_file)
     return tap.done()
 
 

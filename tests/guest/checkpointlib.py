@@ -85,8 +85,7 @@ def hmp(g, command):
 
 def qmp_raw(g, cmd, **args):
     """A QMP command's whole response: {'return': ...} or {'error': ...}."""
-    # pylint: disable=protected-access
-    return g._qmp.cmd_raw(cmd, args or None)
+    return g.raw(cmd, **args)
 
 
 def qmp_error(g, cmd, **args):

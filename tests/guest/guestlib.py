@@ -17,22 +17,19 @@ qemu-system-x86_64 and qemu-img (default build/qemu of this repository),
 HVCP_GUEST_DIR holds vmlinuz and initramfs.cpio.gz (default build/guest).
 """
 
-import asyncio
 import base64
 import json
 import os
 import random
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
+import sys
 import time
 
-from qemu.qmp import ConnectError
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, 'tests', 'pylib'))
+from hvcpvm import QemuVM  # noqa: E402
 
 QGA_PORT_NAME = 'org.qemu.guest_agent.0'
 TICK_RE = re.compile(r'^TICK ram=(\d+) disk=(\d+)$')
@@ -231,25 +228,26 @@ class QGA:
         return reply.get('return')
 
 
-class Guest:
+class Guest(QemuVM):
     """The default test guest running in QEMU; a context manager."""
 
     def __init__(self, disks=(), memory=256, extra_args=(), name='guest'):
         self.disks = list(disks)
         self.memory = memory
         self.extra_args = list(extra_args)
-        # Short path under /tmp: unix socket paths must stay < 108 bytes.
-        self.tmpdir = tempfile.mkdtemp(prefix=f'hvcp-{name}-', dir='/tmp')
+        # A short folder under /tmp: unix socket paths must stay < 108 bytes.
+        super().__init__(name=name)
+        self.tmpdir = self.sockdir
         self.serial_path = os.path.join(self.tmpdir, 'serial.log')
-        self.qmp_path = os.path.join(self.tmpdir, 'qmp.sock')
         self.qga_path = os.path.join(self.tmpdir, 'qga.sock')
-        self.stderr_path = os.path.join(self.tmpdir, 'qemu.stderr')
-        self.proc = None
-        self._qmp = None
+        self.log_path = self.stderr_path = os.path.join(self.tmpdir, 'qemu.stderr')
         self._qga = QGA(self.qga_path)
         self._read_pos = 0    # how far wait_for_line has consumed the console
 
     # -- lifecycle ---------------------------------------------------------
+
+    def qmp_args(self):
+        return []           # qemu_args() has the QMP socket
 
     def command_line(self):
         return [qemu_binary('qemu-system-x86_64'),
@@ -258,32 +256,17 @@ class Guest:
                            qmp=self.qmp_path, qga=self.qga_path,
                            extra=self.extra_args)]
 
-    def start(self):
-        cmd = self.command_line()
+    def start(self, timeout=10):
         open(self.serial_path, 'w').close()
         self._read_pos = 0
-        with open(self.stderr_path, 'w') as err:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                         stdout=err, stderr=err)
-        self._connect_qmp()
-        return self
+        return super().start(timeout)
 
-    def _connect_qmp(self, timeout=10):
-        """Connect once QEMU listens on its socket (or fail if it died)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive()
-            qmp = QEMUMonitorProtocol(self.qmp_path)
-            try:
-                qmp.connect()
-                self._qmp = qmp
-                return
-            except ConnectError:
-                # No socket yet (or bound but not yet listening).
-                qmp.close()
-            if time.monotonic() > deadline:
-                raise GuestError(f'QEMU did not listen on {self.qmp_path} in {timeout}s')
-            time.sleep(0.05)
+    def start_error(self, msg):
+        return GuestError(f'{msg}: {self.stderr().strip()}')
+
+    def died(self):
+        err = super().died()
+        return GuestError(str(err))
 
     def _check_alive(self):
         if self.proc.poll() is not None:
@@ -291,41 +274,15 @@ class Guest:
                              f'{self.stderr().strip()}')
 
     def stderr(self):
-        with open(self.stderr_path, errors='replace') as f:
-            return f.read()
+        return self.output()
 
     def shutdown(self, timeout=10):
         """Stop QEMU: QMP quit, then kill if it does not go; idempotent."""
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.qmp('quit')
-            except Exception:       # pylint: disable=broad-except
-                pass                # QEMU may already be going away
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close_clients()
+        self.quit(timeout)
 
-    def kill(self):
-        """Stop QEMU at once, like pulling the plug."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._close_clients()
-
-    def _close_clients(self):
-        if self._qmp:
-            try:
-                self._qmp.close()
-            except EOFError:
-                pass    # QEMU closed the socket first, e.g. after 'quit'
-            self._qmp = None
+    def close(self):
+        super().close()
         self._qga.close()
-
-    def cleanup(self):
-        self.kill()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def __enter__(self):
         return self.start()
@@ -401,11 +358,11 @@ class Guest:
 
     # -- monitors ----------------------------------------------------------
 
-    def qmp(self, cmd, **args):
+    def qmp(self, cmd, /, **args):
         """Run a QMP command; returns its 'return' value, raises on error."""
-        if not self._qmp:
+        if not self.qmp_conn:
             raise GuestError('QMP is not connected')
-        return self._qmp.cmd(cmd, **args)
+        return self.cmd(cmd, **args)
 
     def qga(self, cmd, timeout=30, **args):
         """Run a guest agent command; returns its 'return' value."""
@@ -413,18 +370,10 @@ class Guest:
 
     def qmp_event(self, name, timeout=60):
         """Wait for the QMP event name; returns it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise GuestError(f'no QMP event {name} in {timeout}s')
-            try:
-                event = self._qmp.pull_event(wait=min(left, 1.0))
-            except asyncio.TimeoutError:
-                event = None
-            if event and event['event'] == name:
-                return event
-            self._check_alive()
+        ev = self.event(lambda e: e['event'] == name, timeout)
+        if ev is None:
+            raise GuestError(f'no QMP event {name} in {timeout}s')
+        return ev
 
     def sh(self, script, timeout=120):
         """Run a shell command in the guest through the agent (guest-exec);

@@ -36,7 +36,7 @@ import tempfile
 
 import guestlib
 from guestlib import Guest, GuestError
-from guesttap import Tap
+from hvcptap import Tap
 import checkpointlib as ck
 from checkpointlib import expect, note
 
@@ -289,7 +289,7 @@ def main():
     if not guestlib.require_built():
         return 1
 
-    tap = Tap(12)
+    tap = Tap(dependent=True)
     workdir = os.path.realpath(tempfile.mkdtemp(prefix='hvcp-ckpt-', dir='/tmp'))
     s = Scenario(workdir)
     try:
@@ -323,7 +323,7 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             note(f'files kept in {workdir}')
-    return 1 if tap.failed else 0
+    return tap.done()
 
 
 if __name__ == '__main__':

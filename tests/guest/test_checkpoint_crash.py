@@ -48,7 +48,7 @@ import tempfile
 
 import guestlib
 from guestlib import Guest, GuestError
-from guesttap import Tap
+from hvcptap import Tap
 import checkpointlib as ck
 from checkpointlib import expect, note
 
@@ -215,7 +215,7 @@ def main():
         return 1
 
     points = sys.argv[1:] or POINTS
-    tap = Tap(len(points), independent=True)
+    tap = Tap()
     for point in points:
         workdir = os.path.realpath(tempfile.mkdtemp(prefix='hvcp-crash-', dir='/tmp'))
         guests = []
@@ -235,7 +235,7 @@ def main():
                 note(f'files kept in {workdir}')
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if tap.failures else 0
+    return tap.done()
 
 
 if __name__ == '__main__':

@@ -30,7 +30,7 @@ import time
 
 import guestlib
 from guestlib import Guest
-from guesttap import Tap, expect
+from hvcptap import Tap, expect
 
 BUF = '/tmp/cowsnap-buf'
 BUF_MIB = 48
@@ -118,7 +118,7 @@ def main():
             '-object', 'memory-backend-memfd,id=mem,size=256M',
             '-machine', 'memory-backend=mem']),
     ]
-    tap = Tap(len(cases), independent=True)
+    tap = Tap()
     for name, extra_args in cases:
         tmp = tempfile.mkdtemp(prefix='hvcp-cow-')
         try:
@@ -126,7 +126,7 @@ def main():
                       lambda: snapshot_round_trip(tmp, extra_args))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if tap.failures else 0
+    return tap.done()
 
 
 if __name__ == '__main__':

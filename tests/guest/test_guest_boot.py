@@ -15,7 +15,7 @@ import time
 
 import guestlib
 from guestlib import Guest, GuestError
-from guesttap import Tap, expect
+from hvcptap import Tap, expect
 
 BOOT_TIMEOUT = 90      # seconds; about 7 s is usual, TCG on a busy host is slower
 COUNTER_PATH = '/mnt/disk/counter'
@@ -79,7 +79,7 @@ def main():
     if not guestlib.require_built():
         return 1
 
-    tap = Tap(11)
+    tap = Tap(dependent=True)
     workdir = tempfile.mkdtemp(prefix='hvcp-boot-', dir='/tmp')
     disk = os.path.join(workdir, 'disk.vhdx')
     state = {}
@@ -127,7 +127,7 @@ def main():
         for f in os.listdir(workdir):
             os.unlink(os.path.join(workdir, f))
         os.rmdir(workdir)
-    return 1 if tap.failed else 0
+    return tap.done()
 
 
 if __name__ == '__main__':

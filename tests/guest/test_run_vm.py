@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import guestlib
-from guesttap import Tap, expect
+from hvcptap import Tap, expect
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 RUN_VM = os.path.join(guestlib.REPO, 'scripts', 'run-vm')
@@ -91,7 +91,7 @@ def run_again(run_dir, env, out_path):
 
 
 def main():
-    tap = Tap(8)
+    tap = Tap(dependent=True)
     with tempfile.TemporaryDirectory(prefix='hvcp-run-') as run_dir:
         env = dict(os.environ, HVCP_RUN_DIR=run_dir)
         out_path = os.path.join(run_dir, 'out.log')
@@ -145,7 +145,7 @@ def main():
                 with open(out_path, encoding='utf-8', errors='replace') as f:
                     for line in f.read().splitlines()[-20:]:
                         print(f'# {line}')
-    return 1 if tap.failed else 0
+    return tap.done()
 
 
 if __name__ == '__main__':

@@ -4,36 +4,29 @@ disks and a checkpoint store, driven over QMP, and what the store tests
 look at: the manifest, the images' backing chains, files that nothing
 references.
 
-Environment: HVCP_BUILD (the QEMU build folder); PYTHONPATH must hold
-QEMU's python/ folder.
+Environment: HVCP_BUILD (the QEMU build folder).  QEMU is driven through
+tests/pylib/hvcpvm.py.
 """
 
-import contextlib
 import glob
 import json
 import os
 import re
-import signal
-import subprocess
-import time
+import shutil
+import sys
 
-from qemu.machine import QEMUMachine
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'pylib'))
+from hvcpvm import QEMU, QEMU_IMG, QEMU_IO, QemuVM, QemuError  # noqa: E402,F401
+import hvcpvm  # noqa: E402
 
-BUILD = os.environ.get('HVCP_BUILD', '')
-QEMU = os.path.join(BUILD, 'qemu-system-x86_64')
-QEMU_IMG = os.path.join(BUILD, 'qemu-img')
-QEMU_IO = os.path.join(BUILD, 'qemu-io')
 UUID = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
 CHILD_RE = re.compile(r'_' + UUID + r'\.(avhdx|qcow2)$')
 CRASH_ENV = 'QEMU_CHECKPOINT_CRASH_AT'
 
 
 def run(*args, check=False):
-    r = subprocess.run([str(a) for a in args], capture_output=True,
-                       text=True, check=False)
-    if check and r.returncode != 0:
-        raise AssertionError(f'{args[0]} failed: {r.stderr}')
-    return r
+    return hvcpvm.run(*args, check=check)
 
 
 def mkimg(path, fmt, size='16M', backing=None):
@@ -44,27 +37,9 @@ def mkimg(path, fmt, size='16M', backing=None):
     return path
 
 
-@contextlib.contextmanager
-def environment(**env):
-    """Set environment variables (None: unset) while starting QEMU."""
-    old = {k: os.environ.get(k) for k in env}
-    try:
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-class VM:
-    """QEMU with disks [(device, path, format)] and a store folder."""
+class VM(QemuVM):
+    """QEMU with disks [(device, path, format)] and a store folder,
+    started at once."""
 
     def __init__(self, tmp, disks, store=None, ctype='standard',
                  extra=(), env=None, wrapper=()):
@@ -78,26 +53,15 @@ class VM:
         if store:
             args += ['-checkpoints', f'dir={store},type={ctype}']
         args += list(extra)
-        self.m = QEMUMachine(QEMU, args=args, base_temp_dir=tmp,
-                             wrapper=list(wrapper))
-        with environment(**(env or {})):
-            self.m.launch()
+        super().__init__(args, env=env, wrapper=wrapper, name='store')
+        self.start()
 
-    def qmp(self, cmd, **args):
-        return self.m.qmp(cmd, **args)
-
-    def cmd(self, cmd, **args):
-        return self.m.cmd(cmd, **args)
-
-    def error(self, cmd, **args):
-        """The error text of a command that must fail."""
-        r = self.m.qmp(cmd, **args)
-        if 'error' not in r:
-            raise AssertionError(f'{cmd} {args} succeeded: {r}')
-        return r['error']['desc']
+    def qmp(self, cmd, /, **args):
+        """The whole response (a command that fails raises nothing)."""
+        return self.raw(cmd, **args)
 
     def hmp(self, line):
-        return self.cmd('human-monitor-command', command_line=line)
+        return self.cmd('human-monitor-command', **{'command-line': line})
 
     def node_of(self, dev):
         """The node the guest device of disk dev uses now."""
@@ -109,7 +73,7 @@ class VM:
     def io(self, dev, command, write):
         """qemu-io command on what the guest sees as disk dev, through
         an NBD export (HMP's qemu-io prints on QEMU's stdout)."""
-        sock = os.path.join(self.m.temp_dir, 'nbd.sock')
+        sock = os.path.join(self.sockdir, 'nbd.sock')
         if not self.nbd:
             self.cmd('nbd-server-start',
                      addr={'type': 'unix', 'data': {'path': sock}})
@@ -125,14 +89,6 @@ class VM:
             self.wait_until(lambda: not self.cmd('query-block-exports'),
                             'the NBD export to go')
         return r.stdout + r.stderr
-
-    def wait_until(self, cond, what, timeout=30):
-        """Poll cond() (QMP event waits do not end when QEMU dies)."""
-        end = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > end:
-                raise AssertionError(f'waited {timeout} s for {what}')
-            time.sleep(0.02)
 
     def write(self, dev, pattern, offset, length):
         out = self.io(dev, f'write -P {pattern} {offset} {length}', True)
@@ -167,25 +123,18 @@ class VM:
         return self.cmd('query-checkpoints')
 
     def shutdown(self):
-        self.m.shutdown()
-        return self.m.get_log() or ''
+        """QMP quit; what QEMU printed.  QemuError if it does not end."""
+        if not self.quit(timeout=30):
+            raise QemuError('QEMU did not quit', self.output())
+        return self.output()
 
     def kill(self):
-        """SIGKILL (if it still runs) and clean up."""
-        try:
-            self.m.kill()
-        except OSError:
-            pass        # a file of its temporary folder went already
-        return self.m.get_log() or ''
-
-    def sigkill(self):
-        """SIGKILL now, from any thread; kill() cleans up."""
-        pid = self.m.get_pid()
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """SIGKILL (if it still runs) and clean up; what QEMU printed."""
+        super().kill()
+        out = self.output()
+        if self.own_sockdir:
+            shutil.rmtree(self.sockdir, ignore_errors=True)
+        return out
 
 
 def start_failure(tmp, disks, store, env=None):

@@ -22,8 +22,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'guest'))
-from guesttap import Tap, expect  # noqa: E402
+                                '..', 'pylib'))
+from hvcptap import Tap, expect, skip_all  # noqa: E402
 import storelib as sl  # noqa: E402
 
 UUID_A = '0d4c7a3e-6f0e-4a43-9b5f-2a4ef1a7c2d1'
@@ -356,7 +356,7 @@ def killed_at(tmp, point, op):
         vm.write('d0', '0x44', 0, 65536)
         vm.qmp('checkpoint-create', name='K', type='standard') \
             if op == 'create' else vm.qmp('checkpoint-apply', checkpoint=a)
-        vm.m.wait(timeout=30)
+        vm.wait(timeout=30)
     except Exception:       # pylint: disable=broad-except
         pass                # QMP went away with QEMU
     finally:
@@ -386,7 +386,7 @@ def dropped_create_then_apply(tmp):
     try:
         vm.write('d0', '0x55', 0, 65536)
         vm.qmp('checkpoint-create', name='B', type='standard')
-        vm.m.wait(timeout=30)
+        vm.wait(timeout=30)
     except Exception:       # pylint: disable=broad-except
         pass
     finally:
@@ -472,17 +472,16 @@ def main():
         ('7: random kills during creates and applies leave no orphan',
          lambda t: random_kills(t, 7, 12)),
     ]
-    tap = Tap(len(checks), independent=True)
+    tap = Tap()
     try:
         for desc, func in checks:
-            tap.check(desc, lambda f=func: f(tmp))
+            tap.check(desc, func, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if tap.failures else 0
+    return tap.done()
 
 
 if __name__ == '__main__':
     if not os.path.exists(sl.QEMU):
-        print('1..0 # SKIP no QEMU build (HVCP_BUILD)')
-        sys.exit(0)
+        sys.exit(skip_all('no QEMU build (HVCP_BUILD)'))
     sys.exit(main())

@@ -18,7 +18,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vhdx_image  # noqa: E402
-from hvcp_tap import Tap, qemu_img, qemu_io, need_tools  # noqa: E402
+from vhdx_tools import Tap, qemu_img, qemu_io, need_tools  # noqa: E402
 
 t = Tap()
 MiB = 1024 * 1024
@@ -193,12 +193,11 @@ def test_bitmaps(tmp):
 
 def main():
     need_tools()
-    t.plan(20)
     with tempfile.TemporaryDirectory(prefix='vhdx-diff-check-') as tmp:
         test_clean(tmp)
         test_chain(tmp)
         test_bitmaps(tmp)
-    return 1 if t.failed else 0
+    return t.done()
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vhdx_image  # noqa: E402
-from hvcp_tap import (Tap, qemu_img, qemu_io, raw_sha256, run,  # noqa: E402
+from vhdx_tools import (Tap, qemu_img, qemu_io, raw_sha256, run,  # noqa: E402
                       sha256_file, need_tools)
 
 t = Tap()
@@ -179,14 +179,13 @@ def test_refusals(tmp, base, child):
 
 def main():
     need_tools()
-    t.plan(18)
     with tempfile.TemporaryDirectory(prefix='vhdx-create-') as tmp:
         base, child = test_create(tmp)
         test_vhdimount(tmp, base, child)
         test_chain(tmp, base, child)
         test_blockdev_create(tmp, base)
         test_refusals(tmp, base, child)
-    return 1 if t.failed else 0
+    return t.done()
 
 
 if __name__ == '__main__':

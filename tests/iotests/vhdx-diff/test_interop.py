@@ -22,7 +22,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vhdx_image  # noqa: E402
-from hvcp_tap import QEMU_IMG, qemu_img, sha256_file  # noqa: E402
+from vhdx_tools import QEMU_IMG, Tap, qemu_img, sha256_file, skip_all  # noqa: E402
 
 INTEROP = os.environ.get('HVCP_INTEROP_DIR', '')
 
@@ -38,16 +38,8 @@ BASE_SHA256 = {
     'bc0be4623b15aa84216fb31ba24e3b621ec7f1c72d198c990ac0eced222d9f62',
 }
 
-n = 0
-
-
-def tap(ok, name, diag=''):
-    global n
-    n += 1
-    print(f'{"ok" if ok else "not ok"} {n} - {name}')
-    for line in diag.splitlines():
-        print(f'# {line}')
-    sys.stdout.flush()
+t = Tap()
+tap = t.ok
 
 
 def gunzip(name, dst):
@@ -131,13 +123,10 @@ def test_wrong_size(tmp, child):
 def main():
     if not os.path.isdir(INTEROP) or not os.path.exists(
             os.path.join(INTEROP, 'differencing.avhdx.gz')):
-        print(f'1..0 # SKIP interop images not found in '
-              f'"{INTEROP}" (../shared/interop next to the project)')
-        return 0
+        return skip_all(f'interop images not found in '
+                        f'"{INTEROP}" (../shared/interop next to the project)')
     if not os.access(QEMU_IMG, os.X_OK):
-        print(f'1..0 # SKIP {QEMU_IMG} not built')
-        return 0
-    print('1..8')
+        return skip_all(f'{QEMU_IMG} not built')
     with tempfile.TemporaryDirectory(prefix='vhdx-interop-') as tmp:
         test_base_images(tmp)
         child = os.path.join(tmp, 'differencing.avhdx')
@@ -147,7 +136,7 @@ def main():
         test_child_with_parent(tmp, child)
         test_wrong_linkage(tmp, child)
         test_wrong_size(tmp, child)
-    return 0
+    return t.done()
 
 
 if __name__ == '__main__':

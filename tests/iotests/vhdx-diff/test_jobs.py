@@ -20,10 +20,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-# QEMU's python/ (qemu.machine, qemu.qmp), unless PYTHONPATH has it
-sys.path.append(os.path.join(HERE, '..', '..', '..', 'qemu', 'python'))
-from hvcp_tap import (Tap, BUILD, contents, qemu_img, qemu_io,  # noqa: E402
-                      need_tools)
+from vhdx_tools import (Tap, BUILD, contents, qemu_img, qemu_io,  # noqa: E402
+                        need_tools, skip_all)
+from hvcpvm import QemuVM  # noqa: E402
 
 t = Tap()
 MiB = 1024 * 1024
@@ -125,8 +124,7 @@ class VM:
     """qemu-system-x86_64 -M none with the chain as -blockdev nodes"""
 
     def __init__(self, tmp, fmt, paths):
-        from qemu.machine import QEMUMachine
-        args = ['-nodefaults', '-display', 'none']
+        args = ['-M', 'none', '-nodefaults', '-display', 'none']
         prev = None
         for name, path in zip(('base', 'mid', 'top'), paths):
             node = {'driver': fmt, 'node-name': name,
@@ -134,12 +132,10 @@ class VM:
             node['backing'] = prev
             args += ['-blockdev', json.dumps(node)]
             prev = name
-        self.vm = QEMUMachine(QEMU, args=args, base_temp_dir=tmp)
-        self.vm.set_machine('none')
-        self.vm.launch()
+        self.vm = QemuVM(args, binary=QEMU, name='vhdx-jobs').start()
 
     def qmp(self, cmd, **args):
-        return self.vm.qmp(cmd, args)
+        return self.vm.raw(cmd, **args)
 
     def hmp_qemu_io(self, node, cmd):
         r = self.qmp('human-monitor-command',
@@ -148,16 +144,14 @@ class VM:
 
     def wait_job(self, job, ready=False):
         """Wait for the job's end (or readiness); return the event data"""
-        for _ in range(600):
-            ev = self.vm.event_wait('BLOCK_JOB_READY' if ready else
-                                    'BLOCK_JOB_COMPLETED', timeout=60,
-                                    match={'data': {'device': job}})
-            if ev:
-                return ev['data']
-        return {'error': 'timeout'}
+        name = 'BLOCK_JOB_READY' if ready else 'BLOCK_JOB_COMPLETED'
+        ev = self.vm.event(lambda e: e['event'] == name and
+                           e['data'].get('device') == job, timeout=600 * 60)
+        return ev['data'] if ev else {'error': 'timeout'}
 
     def shutdown(self):
-        self.vm.shutdown()
+        self.vm.quit()
+        self.vm.cleanup()
 
 
 def run_job(tmp, fmt, paths, cmd, args, active=False, during=None):
@@ -264,28 +258,27 @@ def test_stream(tmp):
 
 
 def run_stream_all(tmp, fmt, paths):
-    from qemu.machine import QEMUMachine
-    args = ['-nodefaults', '-display', 'none']
+    args = ['-M', 'none', '-nodefaults', '-display', 'none']
     for name, path, backing in (('base', paths[0], None),
                                 ('top', paths[2], 'base')):
         node = {'driver': fmt, 'node-name': name, 'backing': backing,
                 'file': {'driver': 'file', 'filename': path}}
         args += ['-blockdev', json.dumps(node)]
-    vm = QEMUMachine(QEMU, args=args, base_temp_dir=tmp)
-    vm.set_machine('none')
-    vm.launch()
+    vm = QemuVM(args, binary=QEMU, name='vhdx-jobs').start()
     log = []
     try:
-        r = vm.qmp('block-stream', {'job-id': 's', 'device': 'top'})
+        r = vm.raw('block-stream', **{'job-id': 's', 'device': 'top'})
         log.append(r)
         if 'error' in r:
             return r, json.dumps(log)
-        ev = vm.event_wait('BLOCK_JOB_COMPLETED', timeout=120)
+        ev = vm.event(lambda e: e['event'] == 'BLOCK_JOB_COMPLETED',
+                      timeout=120)
         ev = ev['data'] if ev else {'error': 'timeout'}
         log.append(ev)
         return ev, json.dumps(log)
     finally:
-        vm.shutdown()
+        vm.quit()
+        vm.cleanup()
 
 
 def norm_map(image):
@@ -363,15 +356,13 @@ def test_tools(tmp):
 def main():
     need_tools()
     if not os.access(QEMU, os.X_OK):
-        print(f'1..0 # SKIP {QEMU} not built')
-        return 0
-    t.plan(48)
+        return skip_all(f'{QEMU} not built')
     with tempfile.TemporaryDirectory(prefix='vhdx-diff-jobs-') as tmp:
         test_intermediate_commit(tmp)
         test_active_commit(tmp)
         test_stream(tmp)
         test_tools(tmp)
-    return 1 if t.failed else 0
+    return t.done()
 
 
 if __name__ == '__main__':

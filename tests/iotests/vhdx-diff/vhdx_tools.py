@@ -1,4 +1,5 @@
-# Shared helpers of the vhdx-diff tests: TAP output and the QEMU tools
+# Shared helpers of the vhdx-diff tests: the QEMU tools (TAP output:
+# tests/pylib/hvcptap.py)
 #
 # Copyright (c) 2026 The Hyper-V checkpoints project authors
 #
@@ -6,37 +7,19 @@
 
 import hashlib
 import os
-import subprocess
 import sys
 
-BUILD = os.environ.get('HVCP_BUILD', '')
-QEMU_IMG = os.path.join(BUILD, 'qemu-img')
-QEMU_IO = os.path.join(BUILD, 'qemu-io')
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', '..', 'pylib'))
+from hvcptap import Tap, skip_all  # noqa: E402,F401
+from hvcpvm import QEMU_IMG, QEMU_IO, build_dir  # noqa: E402
+import hvcpvm  # noqa: E402
 
-
-class Tap:
-    def __init__(self):
-        self.n = 0
-        self.failed = 0
-
-    def plan(self, count):
-        print(f'1..{count}')
-        sys.stdout.flush()
-
-    def ok(self, cond, name, diag=''):
-        self.n += 1
-        if not cond:
-            self.failed += 1
-        print(f'{"ok" if cond else "not ok"} {self.n} - {name}')
-        for line in str(diag).splitlines():
-            print(f'# {line}')
-        sys.stdout.flush()
-        return cond
+BUILD = build_dir()
 
 
 def run(*args):
-    return subprocess.run([str(a) for a in args], capture_output=True,
-                          text=True)
+    return hvcpvm.run(*args)
 
 
 def qemu_img(*args):
@@ -85,5 +68,4 @@ def raw_sha256(image, tmp, *opts):
 def need_tools():
     for prog in (QEMU_IMG, QEMU_IO):
         if not os.access(prog, os.X_OK):
-            print(f'1..0 # SKIP {prog} not built')
-            sys.exit(0)
+            sys.exit(skip_all(f'{prog} not built'))
