@@ -99,6 +99,108 @@ static void vhdx_check_overlaps(BlockDriverState *bs, BdrvCheckResult *result)
     }
 }
 
+/* What vhdx_check_bitmaps() counts over all chunks */
+typedef struct VHDXCheckBitmaps {
+    BdrvCheckResult *result;
+    int64_t file_size;
+    uint8_t *bitmap;            /* a chunk's sector bitmap */
+    uint64_t reported;          /* block problems reported */
+    uint64_t stray;             /* absent blocks with bitmap bits set */
+} VHDXCheckBitmaps;
+
+/*
+ * The sector bitmap entry of chunk @k: report a bad one, read a good
+ * one into c->bitmap.  Returns whether the chunk has a bitmap to look at.
+ */
+static bool coroutine_fn GRAPH_RDLOCK
+vhdx_check_chunk_bitmap(BlockDriverState *bs, VHDXCheckBitmaps *c, uint64_t k)
+{
+    BDRVVHDXState *s = bs->opaque;
+    uint64_t sbi = vhdx_sb_bat_index(s, k);
+    uint64_t sb_state = s->bat[sbi] & VHDX_BAT_STATE_BIT_MASK;
+    uint64_t sb_off = s->bat[sbi] & VHDX_BAT_FILE_OFF_MASK;
+    const char *why = NULL;
+    int ret;
+
+    if (sb_state == SB_BLOCK_PRESENT) {
+        if (sb_off < 1 * MiB) {
+            why = "points into the file header";
+        } else if (sb_off + VHDX_SB_BLOCK_SIZE > c->file_size) {
+            why = "lies beyond the end of the file";
+        }
+    } else if (sb_state != SB_BLOCK_NOT_PRESENT) {
+        why = "has an invalid state";
+    }
+    if (why) {
+        fprintf(stderr, "ERROR sector bitmap of chunk %" PRIu64
+                " (BAT entry %" PRIu64 ", state %" PRIu64 ", offset %"
+                PRIu64 ", file size %" PRId64 ") %s\n", k, sbi,
+                sb_state, sb_off, c->file_size, why);
+        c->result->corruptions++;
+        return false;
+    }
+    if (sb_state != SB_BLOCK_PRESENT) {
+        return false;
+    }
+    ret = bdrv_co_pread(bs->file, sb_off, VHDX_SB_BLOCK_SIZE, c->bitmap, 0);
+    if (ret < 0) {
+        fprintf(stderr, "ERROR could not read the sector bitmap of "
+                "chunk %" PRIu64 ": %s\n", k, strerror(-ret));
+        c->result->check_errors++;
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The payload blocks of chunk @k against its bitmap (@readable: read
+ * into c->bitmap): partially present ones need it, invalid states.
+ */
+static void vhdx_check_chunk_blocks(BDRVVHDXState *s, VHDXCheckBitmaps *c,
+                                    uint64_t k, bool readable)
+{
+    uint64_t sbi = vhdx_sb_bat_index(s, k);
+    uint64_t bytes = s->sectors_per_block / 8;
+    uint64_t j;
+
+    for (j = 0; j < s->chunk_ratio; j++) {
+        uint64_t i = sbi - s->chunk_ratio + j;
+        uint64_t state = s->bat[i] & VHDX_BAT_STATE_BIT_MASK;
+
+        switch (state) {
+        case PAYLOAD_BLOCK_PARTIALLY_PRESENT:
+            if (!readable) {
+                if (c->reported++ < VHDX_CHECK_REPORT_MAX) {
+                    fprintf(stderr, "ERROR block %" PRIu64 " (BAT entry %"
+                            PRIu64 ") is partially present but its chunk "
+                            "%" PRIu64 " has no readable sector bitmap\n",
+                            i - k, i, k);
+                }
+                c->result->corruptions++;
+            }
+            break;
+        case PAYLOAD_BLOCK_NOT_PRESENT:
+            if (readable && !buffer_is_zero(c->bitmap + j * bytes, bytes)) {
+                c->stray++;
+            }
+            break;
+        case PAYLOAD_BLOCK_UNDEFINED:
+        case PAYLOAD_BLOCK_ZERO:
+        case PAYLOAD_BLOCK_UNMAPPED:
+        case PAYLOAD_BLOCK_UNMAPPED_v095:
+        case PAYLOAD_BLOCK_FULLY_PRESENT:
+            break;
+        default:
+            if (c->reported++ < VHDX_CHECK_REPORT_MAX) {
+                fprintf(stderr, "ERROR block %" PRIu64 " (BAT entry %"
+                        PRIu64 ") has the invalid state %" PRIu64 "\n",
+                        i - k, i, state);
+            }
+            c->result->corruptions++;
+        }
+    }
+}
+
 /*
  * The sector bitmap of every chunk: present and inside the file when a
  * block of the chunk is partially present.  Bits of blocks that are not
@@ -110,93 +212,23 @@ vhdx_check_bitmaps(BlockDriverState *bs, BdrvCheckResult *result,
                    int64_t file_size)
 {
     BDRVVHDXState *s = bs->opaque;
-    uint8_t *bitmap;
-    uint64_t k, j, reported = 0, stray = 0;
-    int ret;
+    VHDXCheckBitmaps c = { .result = result, .file_size = file_size };
+    uint64_t k;
 
-    bitmap = qemu_try_blockalign(bs->file->bs, VHDX_SB_BLOCK_SIZE);
-    if (!bitmap) {
+    c.bitmap = qemu_try_blockalign(bs->file->bs, VHDX_SB_BLOCK_SIZE);
+    if (!c.bitmap) {
         return -ENOMEM;
     }
     for (k = 0; k < s->diff->sb_count; k++) {
-        uint64_t sbi = vhdx_sb_bat_index(s, k);
-        uint64_t sb_state = s->bat[sbi] & VHDX_BAT_STATE_BIT_MASK;
-        uint64_t sb_off = s->bat[sbi] & VHDX_BAT_FILE_OFF_MASK;
-        const char *why = NULL;
-        bool readable = false;
+        bool readable = vhdx_check_chunk_bitmap(bs, &c, k);
 
-        if (sb_state == SB_BLOCK_PRESENT) {
-            if (sb_off < 1 * MiB) {
-                why = "points into the file header";
-            } else if (sb_off + VHDX_SB_BLOCK_SIZE > file_size) {
-                why = "lies beyond the end of the file";
-            } else {
-                readable = true;
-            }
-        } else if (sb_state != SB_BLOCK_NOT_PRESENT) {
-            why = "has an invalid state";
-        }
-        if (why) {
-            fprintf(stderr, "ERROR sector bitmap of chunk %" PRIu64
-                    " (BAT entry %" PRIu64 ", state %" PRIu64 ", offset %"
-                    PRIu64 ", file size %" PRId64 ") %s\n", k, sbi,
-                    sb_state, sb_off, file_size, why);
-            result->corruptions++;
-        }
-        if (readable) {
-            ret = bdrv_co_pread(bs->file, sb_off, VHDX_SB_BLOCK_SIZE, bitmap,
-                                0);
-            if (ret < 0) {
-                fprintf(stderr, "ERROR could not read the sector bitmap of "
-                        "chunk %" PRIu64 ": %s\n", k, strerror(-ret));
-                result->check_errors++;
-                readable = false;
-            }
-        }
-
-        for (j = 0; j < s->chunk_ratio; j++) {
-            uint64_t i = sbi - s->chunk_ratio + j;
-            uint64_t state = s->bat[i] & VHDX_BAT_STATE_BIT_MASK;
-            uint64_t bytes = s->sectors_per_block / 8;
-
-            switch (state) {
-            case PAYLOAD_BLOCK_PARTIALLY_PRESENT:
-                if (!readable) {
-                    if (reported++ < VHDX_CHECK_REPORT_MAX) {
-                        fprintf(stderr, "ERROR block %" PRIu64 " (BAT entry %"
-                                PRIu64 ") is partially present but its chunk "
-                                "%" PRIu64 " has no readable sector bitmap\n",
-                                i - k, i, k);
-                    }
-                    result->corruptions++;
-                }
-                break;
-            case PAYLOAD_BLOCK_NOT_PRESENT:
-                if (readable && !buffer_is_zero(bitmap + j * bytes, bytes)) {
-                    stray++;
-                }
-                break;
-            case PAYLOAD_BLOCK_UNDEFINED:
-            case PAYLOAD_BLOCK_ZERO:
-            case PAYLOAD_BLOCK_UNMAPPED:
-            case PAYLOAD_BLOCK_UNMAPPED_v095:
-            case PAYLOAD_BLOCK_FULLY_PRESENT:
-                break;
-            default:
-                if (reported++ < VHDX_CHECK_REPORT_MAX) {
-                    fprintf(stderr, "ERROR block %" PRIu64 " (BAT entry %"
-                            PRIu64 ") has the invalid state %" PRIu64 "\n",
-                            i - k, i, state);
-                }
-                result->corruptions++;
-            }
-        }
+        vhdx_check_chunk_blocks(s, &c, k, readable);
     }
-    if (stray) {
+    if (c.stray) {
         fprintf(stderr, "Warning: %" PRIu64 " blocks that are not present "
-                "have sector bitmap bits set (ignored)\n", stray);
+                "have sector bitmap bits set (ignored)\n", c.stray);
     }
-    qemu_vfree(bitmap);
+    qemu_vfree(c.bitmap);
     return 0;
 }
 

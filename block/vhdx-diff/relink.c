@@ -18,13 +18,9 @@
 #include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "qemu/memalign.h"
-#include "block/aio-wait.h"
 #include "block/block-io.h"
 #include "block/block_int.h"
 #include "vhdx-diff.h"
-
-#define VHDX_MD_HEADER_SIZE  32
-#define VHDX_MD_ENTRY_SIZE   32
 
 /*
  * The current DataWriteGuid of the local VHDX file @path, from the valid
@@ -110,9 +106,11 @@ vhdx_write_locator(BlockDriverState *bs, BDRVVHDXState *s,
     VHDXMetadataTableEntry *le = &s->metadata_entries.parent_locator_entry;
     g_autofree uint8_t *table = g_malloc(VHDX_METADATA_TABLE_MAX_SIZE);
     g_autofree uint8_t *buf = NULL;
-    uint32_t count, i, slot = UINT32_MAX;
-    uint64_t items_end = VHDX_METADATA_TABLE_MAX_SIZE;
+    VHDXMetadataTableHeader hdr;
+    VHDXMetadataTableEntry entry;
+    uint64_t items_end;
     uint64_t off;
+    int slot;
     int ret;
 
     ret = bdrv_co_pread(bs->file, s->metadata_rt.file_offset,
@@ -120,26 +118,16 @@ vhdx_write_locator(BlockDriverState *bs, BDRVVHDXState *s,
     if (ret < 0) {
         return ret;
     }
-    count = lduw_le_p(table + 10);
-    if (count > (VHDX_METADATA_TABLE_MAX_SIZE - VHDX_MD_HEADER_SIZE) /
-                VHDX_MD_ENTRY_SIZE) {
+    vhdx_metadata_table_header(table, &hdr);
+    if (hdr.entry_count > VHDX_METADATA_MAX_ENTRIES) {
         return -EINVAL;
     }
-    for (i = 0; i < count; i++) {
-        uint8_t *e = table + VHDX_MD_HEADER_SIZE + i * VHDX_MD_ENTRY_SIZE;
-        MSGUID id;
-
-        memcpy(&id, e, sizeof(id));
-        leguid_to_cpus(&id);
-        if (guid_eq(id, vhdx_parent_locator_item)) {
-            slot = i;
-        }
-        items_end = MAX(items_end, (uint64_t)ldl_le_p(e + 16) +
-                                   ldl_le_p(e + 20));
-    }
-    if (slot == UINT32_MAX) {
+    slot = vhdx_metadata_table_find(table, hdr.entry_count,
+                                    &vhdx_parent_locator_item, 0, &entry);
+    if (slot < 0) {
         return -EINVAL;
     }
+    items_end = vhdx_metadata_items_end(table, hdr.entry_count);
 
     off = len <= le->length ? le->offset : ROUND_UP(items_end, 8);
     if (off + len > s->metadata_rt.length) {
@@ -158,8 +146,9 @@ vhdx_write_locator(BlockDriverState *bs, BDRVVHDXState *s,
         }
     }
     memcpy(buf + off, item, len);
-    stl_le_p(buf + VHDX_MD_HEADER_SIZE + slot * VHDX_MD_ENTRY_SIZE + 16, off);
-    stl_le_p(buf + VHDX_MD_HEADER_SIZE + slot * VHDX_MD_ENTRY_SIZE + 20, len);
+    entry.offset = off;
+    entry.length = len;
+    vhdx_metadata_table_set_entry(buf, slot, &entry);
 
     ret = vhdx_log_write_and_flush(bs, s, buf, off + len,
                                    s->metadata_rt.file_offset);
@@ -201,6 +190,143 @@ vhdx_log_bat_range(BlockDriverState *bs, BDRVVHDXState *s, uint64_t first,
 }
 
 /*
+ * Phase 1, one block: the sectors of the PARTIALLY_PRESENT block @b
+ * (BAT entry @idx) whose bit is clear get zeros in the file.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_zero_clear_sectors(BlockDriverState *bs, BDRVVHDXState *s,
+                                uint64_t b, uint64_t idx)
+{
+    uint32_t lss_bits = s->logical_sector_size_bits;
+    uint64_t off = s->bat[idx] & VHDX_BAT_FILE_OFF_MASK;
+    uint64_t sector = b << s->sectors_per_block_bits;
+    uint64_t end = MIN(sector + s->sectors_per_block,
+                       (uint64_t)s->virtual_disk_size >> lss_bits);
+    uint8_t *bitmap;
+    int ret;
+
+    ret = vhdx_sb_get(bs, s, b, &bitmap);
+    if (ret < 0) {
+        return ret;
+    }
+    while (sector < end) {
+        uint64_t cs = sector & (VHDX_MAX_SECTORS_PER_BLOCK - 1);
+        uint64_t n = 1;
+        bool set = bitmap[cs >> 3] & (1 << (cs & 7));
+
+        while (sector + n < end) {
+            uint64_t c2 = cs + n;
+
+            if (!!(bitmap[c2 >> 3] & (1 << (c2 & 7))) != set) {
+                break;
+            }
+            n++;
+        }
+        if (!set) {
+            ret = bdrv_co_pwrite_zeroes(
+                bs->file,
+                off + ((sector & (s->sectors_per_block - 1)) << lss_bits),
+                n << lss_bits, 0);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        sector += n;
+    }
+    return 0;
+}
+
+/*
+ * Phase 1, one chunk @k: its PARTIALLY_PRESENT blocks become
+ * FULLY_PRESENT, its sector bitmap entry NOT_PRESENT; the zeros are
+ * flushed, then the chunk's BAT entries logged as one entry.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_fill_chunk(BlockDriverState *bs, BDRVVHDXState *s, uint64_t k,
+                        uint64_t blocks)
+{
+    uint64_t first = k * (s->chunk_ratio + 1);
+    bool changed = false;
+    uint64_t b;
+    int ret;
+
+    for (b = k * s->chunk_ratio;
+         b < MIN(blocks, (k + 1) * s->chunk_ratio); b++) {
+        uint64_t idx = b + (b >> s->chunk_ratio_bits);
+
+        if ((s->bat[idx] & VHDX_BAT_STATE_BIT_MASK) !=
+            PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+            continue;
+        }
+        ret = vhdx_diff_co_zero_clear_sectors(bs, s, b, idx);
+        if (ret < 0) {
+            return ret;
+        }
+        s->bat[idx] = (s->bat[idx] & VHDX_BAT_FILE_OFF_MASK) |
+                      PAYLOAD_BLOCK_FULLY_PRESENT;
+        changed = true;
+    }
+    if ((s->bat[first + s->chunk_ratio] & VHDX_BAT_STATE_BIT_MASK) !=
+        SB_BLOCK_NOT_PRESENT) {
+        s->bat[first + s->chunk_ratio] = SB_BLOCK_NOT_PRESENT;
+        changed = true;
+    }
+    if (!changed) {
+        return 0;
+    }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        return ret;
+    }
+    return vhdx_log_bat_range(bs, s, first, s->chunk_ratio + 1);
+}
+
+/*
+ * Phase 2: the metadata table without the Parent Locator entry and the
+ * File Parameters item without HasParent, in one log entry.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+vhdx_diff_co_drop_parent_metadata(BlockDriverState *bs, BDRVVHDXState *s)
+{
+    VHDXMetadataTableEntry *fp = &s->metadata_entries.file_parameters_entry;
+    g_autofree uint8_t *md = NULL;
+    VHDXMetadataTableHeader hdr;
+    VHDXMetadataTableEntry entry;
+    VHDXFileParameters params;
+    uint64_t md_len;
+    int slot;
+    int ret;
+
+    if (fp->offset < VHDX_METADATA_TABLE_MAX_SIZE ||
+        fp->length < sizeof(VHDXFileParameters) ||
+        fp->offset > s->metadata_rt.length - fp->length) {
+        return -EINVAL;
+    }
+    md_len = (uint64_t)fp->offset + fp->length;
+    md = g_malloc(md_len);
+    ret = bdrv_co_pread(bs->file, s->metadata_rt.file_offset, md_len, md, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    vhdx_metadata_table_header(md, &hdr);
+    if (hdr.entry_count == 0 ||
+        hdr.entry_count > VHDX_METADATA_MAX_ENTRIES) {
+        return -EINVAL;
+    }
+    slot = vhdx_metadata_table_find(md, hdr.entry_count,
+                                    &vhdx_parent_locator_item, 0, &entry);
+    if (slot >= 0) {
+        vhdx_metadata_table_drop(md, slot);
+    }
+    memcpy(&params, md + fp->offset, sizeof(params));
+    params.data_bits = cpu_to_le32(le32_to_cpu(params.data_bits) &
+                                   ~VHDX_PARAMS_HAS_PARENT);
+    memcpy(md + fp->offset, &params, sizeof(params));
+    return vhdx_log_write_and_flush(bs, s, md, md_len,
+                                    s->metadata_rt.file_offset);
+}
+
+/*
  * Make the differencing image @bs a base image, for block-stream without
  * a base and `qemu-img rebase -b ""`.  Called with s->lock held.
  *
@@ -219,123 +345,17 @@ vhdx_log_bat_range(BlockDriverState *bs, BDRVVHDXState *s, uint64_t first,
 static int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_remove_parent(BlockDriverState *bs, BDRVVHDXState *s)
 {
-    VHDXMetadataTableEntry *fp = &s->metadata_entries.file_parameters_entry;
     uint64_t blocks = DIV_ROUND_UP(s->virtual_disk_size, s->block_size);
-    uint32_t lss_bits = s->logical_sector_size_bits;
-    g_autofree uint8_t *md = NULL;
-    uint64_t md_len, k, b;
-    uint32_t count, i, slot = UINT32_MAX;
+    uint64_t k;
     int ret;
 
     for (k = 0; k < s->diff->sb_count; k++) {
-        uint64_t first = k * (s->chunk_ratio + 1);
-        bool changed = false;
-
-        for (b = k * s->chunk_ratio;
-             b < MIN(blocks, (k + 1) * s->chunk_ratio); b++) {
-            uint64_t idx = b + (b >> s->chunk_ratio_bits);
-            uint64_t off = s->bat[idx] & VHDX_BAT_FILE_OFF_MASK;
-            uint64_t sector = b << s->sectors_per_block_bits;
-            uint64_t end = MIN(sector + s->sectors_per_block,
-                               (uint64_t)s->virtual_disk_size >> lss_bits);
-            uint8_t *bitmap;
-
-            if ((s->bat[idx] & VHDX_BAT_STATE_BIT_MASK) !=
-                PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
-                continue;
-            }
-            ret = vhdx_sb_get(bs, s, b, &bitmap);
-            if (ret < 0) {
-                return ret;
-            }
-            while (sector < end) {
-                uint64_t cs = sector & (VHDX_MAX_SECTORS_PER_BLOCK - 1);
-                uint64_t n = 1;
-                bool set = bitmap[cs >> 3] & (1 << (cs & 7));
-
-                while (sector + n < end) {
-                    uint64_t c2 = cs + n;
-
-                    if (!!(bitmap[c2 >> 3] & (1 << (c2 & 7))) != set) {
-                        break;
-                    }
-                    n++;
-                }
-                if (!set) {
-                    ret = bdrv_co_pwrite_zeroes(
-                        bs->file,
-                        off + ((sector & (s->sectors_per_block - 1))
-                               << lss_bits),
-                        n << lss_bits, 0);
-                    if (ret < 0) {
-                        return ret;
-                    }
-                }
-                sector += n;
-            }
-            s->bat[idx] = off | PAYLOAD_BLOCK_FULLY_PRESENT;
-            changed = true;
-        }
-        if ((s->bat[first + s->chunk_ratio] & VHDX_BAT_STATE_BIT_MASK) !=
-            SB_BLOCK_NOT_PRESENT) {
-            s->bat[first + s->chunk_ratio] = SB_BLOCK_NOT_PRESENT;
-            changed = true;
-        }
-        if (!changed) {
-            continue;
-        }
-        ret = bdrv_co_flush(bs->file->bs);
-        if (ret < 0) {
-            return ret;
-        }
-        ret = vhdx_log_bat_range(bs, s, first, s->chunk_ratio + 1);
+        ret = vhdx_diff_co_fill_chunk(bs, s, k, blocks);
         if (ret < 0) {
             return ret;
         }
     }
-
-    /* The metadata table and the File Parameters item, in one log entry */
-    if (fp->offset < VHDX_METADATA_TABLE_MAX_SIZE ||
-        fp->length < sizeof(VHDXFileParameters) ||
-        fp->offset > s->metadata_rt.length - fp->length) {
-        return -EINVAL;
-    }
-    md_len = (uint64_t)fp->offset + fp->length;
-    md = g_malloc(md_len);
-    ret = bdrv_co_pread(bs->file, s->metadata_rt.file_offset, md_len, md, 0);
-    if (ret < 0) {
-        return ret;
-    }
-    count = lduw_le_p(md + 10);
-    if (count == 0 ||
-        count > (VHDX_METADATA_TABLE_MAX_SIZE - VHDX_MD_HEADER_SIZE) /
-                VHDX_MD_ENTRY_SIZE) {
-        return -EINVAL;
-    }
-    for (i = 0; i < count; i++) {
-        MSGUID id;
-
-        memcpy(&id, md + VHDX_MD_HEADER_SIZE + i * VHDX_MD_ENTRY_SIZE,
-               sizeof(id));
-        leguid_to_cpus(&id);
-        if (guid_eq(id, vhdx_parent_locator_item)) {
-            slot = i;
-        }
-    }
-    if (slot != UINT32_MAX) {
-        uint8_t *last = md + VHDX_MD_HEADER_SIZE +
-                        (count - 1) * VHDX_MD_ENTRY_SIZE;
-
-        memmove(md + VHDX_MD_HEADER_SIZE + slot * VHDX_MD_ENTRY_SIZE, last,
-                VHDX_MD_ENTRY_SIZE);
-        memset(last, 0, VHDX_MD_ENTRY_SIZE);
-        stw_le_p(md + 10, count - 1);
-    }
-    /* data_bits follows the block size in the File Parameters item */
-    stl_le_p(md + fp->offset + 4,
-             ldl_le_p(md + fp->offset + 4) & ~VHDX_PARAMS_HAS_PARENT);
-    ret = vhdx_log_write_and_flush(bs, s, md, md_len,
-                                   s->metadata_rt.file_offset);
+    ret = vhdx_diff_co_drop_parent_metadata(bs, s);
     if (ret < 0) {
         return ret;
     }
@@ -538,8 +558,7 @@ vhdx_diff_announce_data_write_guid(BlockDriverState *bs, const MSGUID *next)
  * the parent has a new DataWriteGuid: relink to it, or the emptied
  * child would be refused at its next open.
  */
-static int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_co_make_empty(BlockDriverState *bs)
+int coroutine_fn GRAPH_RDLOCK vhdx_co_make_empty(BlockDriverState *bs)
 {
     BDRVVHDXState *s = bs->opaque;
     BlockDriverState *pbs = bs->backing ? bs->backing->bs : NULL;
@@ -588,35 +607,4 @@ vhdx_diff_co_make_empty(BlockDriverState *bs)
     s->first_visible_write = first;
     qemu_co_mutex_unlock(&s->lock);
     return ret;
-}
-
-typedef struct VHDXMakeEmptyCo {
-    BlockDriverState *bs;
-    int ret;
-} VHDXMakeEmptyCo;
-
-static void coroutine_fn vhdx_make_empty_entry(void *opaque)
-{
-    VHDXMakeEmptyCo *d = opaque;
-
-    bdrv_graph_co_rdlock();
-    d->ret = vhdx_diff_co_make_empty(d->bs);
-    bdrv_graph_co_rdunlock();
-    aio_wait_kick();
-}
-
-/* .bdrv_make_empty is not a coroutine_fn, the log needs a coroutine */
-int GRAPH_RDLOCK vhdx_make_empty(BlockDriverState *bs)
-{
-    VHDXMakeEmptyCo d = { .bs = bs, .ret = -EINPROGRESS };
-    Coroutine *co;
-
-    if (qemu_in_coroutine()) {
-        vhdx_make_empty_entry(&d);
-        return d.ret;
-    }
-    co = qemu_coroutine_create(vhdx_make_empty_entry, &d);
-    aio_co_enter(bdrv_get_aio_context(bs), co);
-    BDRV_POLL_WHILE(bs, d.ret == -EINPROGRESS);
-    return d.ret;
 }

@@ -171,24 +171,6 @@ vhdx_diff_find_parent(BlockDriverState *bs, VHDXParentLocator *loc,
     return NULL;
 }
 
-/* Metadata items and the region a look at a parent needs */
-static const MSGUID vhdx_peek_metadata_region = {
-    .data1 = 0x8b7ca206, .data2 = 0x4790, .data3 = 0x4b9a,
-    .data4 = { 0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e }
-};
-static const MSGUID vhdx_peek_file_params = {
-    .data1 = 0xcaa16737, .data2 = 0xfa36, .data3 = 0x4d43,
-    .data4 = { 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b }
-};
-static const MSGUID vhdx_peek_virtual_size = {
-    .data1 = 0x2fa54224, .data2 = 0xcd1b, .data3 = 0x4876,
-    .data4 = { 0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8 }
-};
-static const MSGUID vhdx_peek_logical_sector = {
-    .data1 = 0x8141bf1d, .data2 = 0xa96f, .data3 = 0x4709,
-    .data4 = { 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f }
-};
-
 /* What the chain checks need to know of a parent */
 typedef struct VHDXPeek {
     MSGUID data_write_guid;
@@ -203,43 +185,162 @@ static void vhdx_peek_clear(VHDXPeek *p)
     p->locator = NULL;
 }
 
-static bool vhdx_peek_read(int fd, uint64_t offset, void *buf, size_t len)
+/* A metadata region being peeked at: its place and its table */
+typedef struct VHDXPeekMetadata {
+    uint64_t offset;
+    uint64_t length;
+    uint8_t *table;             /* VHDX_METADATA_TABLE_MAX_SIZE bytes */
+    uint32_t count;             /* entries of @table */
+} VHDXPeekMetadata;
+
+/* Peek, phase 1: the file signature and the current header */
+static int vhdx_peek_header(int fd, const char *path, VHDXPeek *p,
+                            Error **errp)
 {
-    return pread(fd, buf, len, offset) == (ssize_t)len;
+    VHDXFileIdentifier ident;
+    VHDXHeader header;
+
+    if (!vhdx_diff_pread(fd, 0, &ident.signature, sizeof(ident.signature)) ||
+        le64_to_cpu(ident.signature) != VHDX_FILE_SIGNATURE) {
+        error_setg(errp, "'%s' is not a VHDX image", path);
+        return -EINVAL;
+    }
+    if (!vhdx_diff_read_current_header(fd, &header)) {
+        error_setg(errp, "'%s' has no valid VHDX header", path);
+        return -EINVAL;
+    }
+    p->data_write_guid = header.data_write_guid;
+    return 0;
+}
+
+/* The metadata table of @md, if its region can hold one and it is valid */
+static bool vhdx_peek_read_table(int fd, VHDXPeekMetadata *md)
+{
+    VHDXMetadataTableHeader hdr;
+
+    if (md->length < VHDX_METADATA_TABLE_MAX_SIZE ||
+        md->offset > INT64_MAX - md->length ||
+        !vhdx_diff_pread(fd, md->offset, md->table,
+                         VHDX_METADATA_TABLE_MAX_SIZE)) {
+        return false;
+    }
+    vhdx_metadata_table_header(md->table, &hdr);
+    if (hdr.signature != VHDX_METADATA_SIGNATURE) {
+        return false;
+    }
+    md->count = MIN(hdr.entry_count, VHDX_METADATA_MAX_ENTRIES);
+    return true;
 }
 
 /*
- * The current header of the VHDX file open as @fd: of the two headers
- * with a valid checksum, signature and version, the one with the higher
- * sequence number.  Plain preads, for files that are not open as a
- * BlockDriverState.  Returns false when neither header is valid.
+ * Peek, phase 2: the metadata region the region table names, and its
+ * table.  The region table's checksum covers 64 KiB and was most of the
+ * cost of a peek; the image's own open verifies it before anything uses
+ * the table, so it is only verified here when the table leads to no
+ * metadata, to name the right culprit.
  */
-bool vhdx_diff_read_current_header(int fd, VHDXHeader *current)
+static int vhdx_peek_metadata(int fd, const char *path, VHDXPeekMetadata *md,
+                              Error **errp)
 {
-    static const uint64_t offsets[] = { VHDX_HEADER1_OFFSET,
-                                        VHDX_HEADER2_OFFSET };
-    g_autofree uint8_t *buf = g_malloc(VHDX_HEADER_SIZE);
-    bool found = false;
-    int i;
+    g_autofree uint8_t *rt = g_malloc(VHDX_HEADER_BLOCK_SIZE);
+    VHDXRegionTableEntry region = { 0 };
 
-    for (i = 0; i < ARRAY_SIZE(offsets); i++) {
-        VHDXHeader h;
+    if (!vhdx_diff_pread(fd, VHDX_REGION_TABLE_OFFSET, rt,
+                         VHDX_HEADER_BLOCK_SIZE) ||
+        vhdx_region_table_find(rt, &vhdx_metadata_region_guid,
+                               &region) == -EINVAL) {
+        error_setg(errp, "'%s' has no valid VHDX region table", path);
+        return -EINVAL;
+    }
+    md->offset = region.file_offset;
+    md->length = region.length;
+    if (!vhdx_peek_read_table(fd, md)) {
+        error_setg(errp, "'%s' has no valid VHDX %s", path,
+                   vhdx_checksum_is_valid(rt, VHDX_HEADER_BLOCK_SIZE, 4) ?
+                   "metadata region" : "region table");
+        return -EINVAL;
+    }
+    return 0;
+}
 
-        if (!vhdx_peek_read(fd, offsets[i], buf, VHDX_HEADER_SIZE) ||
-            !vhdx_checksum_is_valid(buf, VHDX_HEADER_SIZE, 4)) {
-            continue;
-        }
-        memcpy(&h, buf, sizeof(h));
-        vhdx_header_le_import(&h);
-        if (h.signature != VHDX_HEADER_SIGNATURE || h.version != 1) {
-            continue;
-        }
-        if (!found || h.sequence_number > current->sequence_number) {
-            *current = h;
-            found = true;
+/*
+ * The first 8 bytes (fewer if the item is shorter) of the last item
+ * @id of @md that lies inside the region, is at least @min_len bytes
+ * long and can be read.
+ */
+static bool vhdx_peek_item(int fd, const VHDXPeekMetadata *md,
+                           const MSGUID *id, uint32_t min_len,
+                           uint8_t item[8])
+{
+    VHDXMetadataTableEntry e;
+    int i = md->count;
+
+    while ((i = vhdx_metadata_table_find(md->table, i, id, md->length,
+                                         &e)) >= 0) {
+        memset(item, 0, 8);
+        if (e.length >= min_len &&
+            vhdx_diff_pread(fd, md->offset + e.offset, item,
+                            MIN(e.length, 8))) {
+            return true;
         }
     }
-    return found;
+    return false;
+}
+
+/* Peek, phase 3: the items the chain checks use; HasParent in *@has_parent */
+static int vhdx_peek_items(int fd, const char *path,
+                           const VHDXPeekMetadata *md, VHDXPeek *p,
+                           bool *has_parent, Error **errp)
+{
+    uint8_t fp_item[8], vs_item[8], lss_item[8];
+    VHDXFileParameters fp;
+    VHDXVirtualDiskSize vs;
+    VHDXVirtualDiskLogicalSectorSize lss;
+
+    if (!vhdx_peek_item(fd, md, &vhdx_file_params_guid, sizeof(fp),
+                        fp_item) ||
+        !vhdx_peek_item(fd, md, &vhdx_virtual_size_guid, sizeof(vs),
+                        vs_item) ||
+        !vhdx_peek_item(fd, md, &vhdx_logical_sector_guid, sizeof(lss),
+                        lss_item)) {
+        error_setg(errp, "'%s' lacks VHDX metadata items", path);
+        return -EINVAL;
+    }
+    memcpy(&fp, fp_item, sizeof(fp));
+    memcpy(&vs, vs_item, sizeof(vs));
+    memcpy(&lss, lss_item, sizeof(lss));
+    *has_parent = le32_to_cpu(fp.data_bits) & VHDX_PARAMS_HAS_PARENT;
+    p->virtual_size = le64_to_cpu(vs.virtual_disk_size);
+    p->logical_sector_size = le32_to_cpu(lss.logical_sector_size);
+    return 0;
+}
+
+/* Peek, phase 4: the Parent Locator of an image with HasParent */
+static int vhdx_peek_locator(int fd, const char *path,
+                             const VHDXPeekMetadata *md, VHDXPeek *p,
+                             Error **errp)
+{
+    VHDXMetadataTableEntry e = { 0 };
+    g_autofree uint8_t *item = NULL;
+    Error *local_err = NULL;
+
+    vhdx_metadata_table_find(md->table, md->count, &vhdx_parent_locator_item,
+                             md->length, &e);
+    if (e.length == 0 || e.length > VHDX_METADATA_ITEM_MAX) {
+        error_setg(errp, "'%s' has no valid parent locator", path);
+        return -EINVAL;
+    }
+    item = g_malloc(e.length);
+    if (!vhdx_diff_pread(fd, md->offset + e.offset, item, e.length)) {
+        error_setg(errp, "'%s': could not read the parent locator", path);
+        return -EINVAL;
+    }
+    p->locator = vhdx_parent_locator_parse(item, e.length, &local_err);
+    if (!p->locator) {
+        error_propagate_prepend(errp, local_err, "'%s': ", path);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 /*
@@ -252,126 +353,27 @@ bool vhdx_diff_read_current_header(int fd, VHDXHeader *current)
  */
 static int vhdx_diff_peek(const char *path, VHDXPeek *p, Error **errp)
 {
-    g_autofree uint8_t *buf = g_malloc(VHDX_METADATA_TABLE_MAX_SIZE);
-    g_autofree uint8_t *rt = g_malloc(VHDX_HEADER_BLOCK_SIZE);
-    VHDXHeader header;
-    uint64_t sig, md_off = 0, md_len = 0;
-    uint32_t count, i, fp_data_bits = 0;
-    uint32_t loc_off = 0, loc_len = 0;
-    bool have_fp = false, have_vs = false;
-    bool have_lss = false;
+    g_autofree uint8_t *table = g_malloc(VHDX_METADATA_TABLE_MAX_SIZE);
+    VHDXPeekMetadata md = { .table = table };
+    bool has_parent;
     int fd;
-    int ret = -EINVAL;
+    int ret;
 
     memset(p, 0, sizeof(*p));
     fd = qemu_open(path, O_RDONLY, errp);
     if (fd < 0) {
         return -errno;
     }
-    if (!vhdx_peek_read(fd, 0, &sig, sizeof(sig)) ||
-        le64_to_cpu(sig) != VHDX_FILE_SIGNATURE) {
-        error_setg(errp, "'%s' is not a VHDX image", path);
-        goto out;
+    ret = vhdx_peek_header(fd, path, p, errp);
+    if (ret == 0) {
+        ret = vhdx_peek_metadata(fd, path, &md, errp);
     }
-    if (!vhdx_diff_read_current_header(fd, &header)) {
-        error_setg(errp, "'%s' has no valid VHDX header", path);
-        goto out;
+    if (ret == 0) {
+        ret = vhdx_peek_items(fd, path, &md, p, &has_parent, errp);
     }
-    p->data_write_guid = header.data_write_guid;
-
-    /*
-     * Region table: the metadata region.  Its checksum covers 64 KiB and
-     * was most of the cost of a peek; the image's own open verifies it
-     * before anything uses the table, so it is only verified here when
-     * the table leads to no metadata, to name the right culprit.
-     */
-    if (!vhdx_peek_read(fd, VHDX_REGION_TABLE_OFFSET, rt,
-                        VHDX_HEADER_BLOCK_SIZE) ||
-        ldl_le_p(rt) != VHDX_REGION_SIGNATURE) {
-        error_setg(errp, "'%s' has no valid VHDX region table", path);
-        goto out;
+    if (ret == 0 && has_parent) {
+        ret = vhdx_peek_locator(fd, path, &md, p, errp);
     }
-    count = MIN(ldl_le_p(rt + 8), (VHDX_HEADER_BLOCK_SIZE - 16) / 32);
-    for (i = 0; i < count; i++) {
-        const uint8_t *e = rt + 16 + i * 32;
-        MSGUID id;
-
-        memcpy(&id, e, sizeof(id));
-        leguid_to_cpus(&id);
-        if (guid_eq(id, vhdx_peek_metadata_region)) {
-            md_off = ldq_le_p(e + 16);
-            md_len = ldl_le_p(e + 24);
-        }
-    }
-    if (md_len < VHDX_METADATA_TABLE_MAX_SIZE ||
-        md_off > INT64_MAX - md_len ||
-        !vhdx_peek_read(fd, md_off, buf, VHDX_METADATA_TABLE_MAX_SIZE) ||
-        ldq_le_p(buf) != VHDX_METADATA_SIGNATURE) {
-        error_setg(errp, "'%s' has no valid VHDX %s", path,
-                   vhdx_checksum_is_valid(rt, VHDX_HEADER_BLOCK_SIZE, 4) ?
-                   "metadata region" : "region table");
-        goto out;
-    }
-
-    count = MIN(lduw_le_p(buf + 10),
-                (VHDX_METADATA_TABLE_MAX_SIZE - 32) / 32);
-    for (i = 0; i < count; i++) {
-        const uint8_t *e = buf + 32 + i * 32;
-        uint32_t off = ldl_le_p(e + 16), len = ldl_le_p(e + 20);
-        uint8_t item[8] = { 0 };
-        MSGUID id;
-
-        memcpy(&id, e, sizeof(id));
-        leguid_to_cpus(&id);
-        if (off < VHDX_METADATA_TABLE_MAX_SIZE || off > md_len ||
-            len > md_len - off) {
-            continue;
-        }
-        if (guid_eq(id, vhdx_parent_locator_item)) {
-            loc_off = off;
-            loc_len = len;
-            continue;
-        }
-        if (len < 4 || !vhdx_peek_read(fd, md_off + off, item,
-                                       MIN(len, sizeof(item)))) {
-            continue;
-        }
-        if (guid_eq(id, vhdx_peek_file_params) && len >= 8) {
-            fp_data_bits = ldl_le_p(item + 4);
-            have_fp = true;
-        } else if (guid_eq(id, vhdx_peek_virtual_size) && len >= 8) {
-            p->virtual_size = ldq_le_p(item);
-            have_vs = true;
-        } else if (guid_eq(id, vhdx_peek_logical_sector)) {
-            p->logical_sector_size = ldl_le_p(item);
-            have_lss = true;
-        }
-    }
-    if (!have_fp || !have_vs || !have_lss) {
-        error_setg(errp, "'%s' lacks VHDX metadata items", path);
-        goto out;
-    }
-    if (fp_data_bits & VHDX_PARAMS_HAS_PARENT) {
-        g_autofree uint8_t *item = NULL;
-        Error *local_err = NULL;
-
-        if (loc_len == 0 || loc_len > 1 * MiB) {
-            error_setg(errp, "'%s' has no valid parent locator", path);
-            goto out;
-        }
-        item = g_malloc(loc_len);
-        if (!vhdx_peek_read(fd, md_off + loc_off, item, loc_len)) {
-            error_setg(errp, "'%s': could not read the parent locator", path);
-            goto out;
-        }
-        p->locator = vhdx_parent_locator_parse(item, loc_len, &local_err);
-        if (!p->locator) {
-            error_propagate_prepend(errp, local_err, "'%s': ", path);
-            goto out;
-        }
-    }
-    ret = 0;
-out:
     qemu_close(fd);
     return ret;
 }
