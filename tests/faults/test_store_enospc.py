@@ -155,9 +155,8 @@ def case_state_file():
             vm.quit()
             fl.expect_store(store, [workdir])
             fl.restart_check(workdir, store, disks, 0xbb)
-            expect(not silent, 'the create failed (its job) and nothing says'
-                   ' why: the job is dismissed at once and no event carries'
-                   ' the error')
+            expect(not silent, 'the create failed (its memory save) and'
+                   ' CHECKPOINT_CREATE_FAILED does not say why')
     finally:
         if vm:
             vm.kill()
