@@ -76,31 +76,6 @@ static void image_free(gpointer p)
  * One name per file: the real path, or for a file that does not exist
  * the real path of its folder and its base name
  */
-static char *canonical(const char *filename)
-{
-    g_autofree char *dir = NULL, *base = NULL, *rdir = NULL;
-    char *real = realpath(filename, NULL);
-
-    if (real) {
-        return real;
-    }
-    dir = g_path_get_dirname(filename);
-    base = g_path_get_basename(filename);
-    rdir = realpath(dir, NULL);
-    if (!rdir) {
-        return g_strdup(filename);
-    }
-    return g_build_filename(rdir, base, NULL);
-}
-
-static bool same_path(const char *a, const char *b)
-{
-    g_autofree char *ca = canonical(a);
-    g_autofree char *cb = canonical(b);
-
-    return !strcmp(ca, cb);
-}
-
 /* Open @filename alone (no backing chain); read-only images share all */
 static BlockDriverState *open_alone(const char *filename, const char *fmt,
                                     bool writable, Error **errp)
@@ -167,7 +142,7 @@ static void read_node(CheckImage *img, BlockDriverState *bs)
 static CheckImage *scan_image(CheckCtx *ctx, const char *filename,
                               const char *fmt)
 {
-    g_autofree char *key = canonical(filename);
+    g_autofree char *key = checkpoint_canonical_path(filename);
     CheckImage *img = g_hash_table_lookup(ctx->images, key);
     BlockDriverState *bs;
     Error *local_err = NULL;
@@ -290,6 +265,77 @@ static void check_link(CheckCtx *ctx, const char *id, const char *device,
 }
 
 /*
+ * Check that image @img of disk @d of checkpoint @id (NULL: "Now")
+ * exists, opens and has the identity the checkpoint recorded; returns
+ * false when it is lost (missing or unreadable)
+ */
+static bool check_image_itself(CheckCtx *ctx, const char *id,
+                               CheckpointManifestDisk *d, CheckImage *img)
+{
+    Error *local_err = NULL;
+    g_autofree char *now = NULL;
+
+    if (!img->exists) {
+        report(ctx, id, d->device, d->filename, CHECKPOINT_PROBLEM_KIND_MISSING,
+               "Image '%s' does not exist", d->filename);
+        return false;
+    }
+    if (img->error) {
+        report(ctx, id, d->device, d->filename,
+               CHECKPOINT_PROBLEM_KIND_UNREADABLE,
+               "Cannot open '%s' as %s: %s", d->filename, d->format,
+               img->error);
+        return false;
+    }
+    if (!d->identity) {
+        return true;
+    }
+    now = checkpoint_image_identity(d->filename, d->format, &local_err);
+    if (!now) {
+        report(ctx, id, d->device, d->filename,
+               CHECKPOINT_PROBLEM_KIND_UNREADABLE, "%s",
+               error_get_pretty(local_err));
+        error_free(local_err);
+        return false;
+    }
+    if (strcmp(now, d->identity)) {
+        report(ctx, id, d->device, d->filename,
+               CHECKPOINT_PROBLEM_KIND_IDENTITY_CHANGED,
+               "'%s' changed since the checkpoint was created: its"
+               " identity is %s, the checkpoint recorded %s",
+               d->filename, now, d->identity);
+    }
+    return true;
+}
+
+/*
+ * The parent of @cur in the chain of disk @d, reported when missing or
+ * unreadable (then NULL)
+ */
+static CheckImage *scan_parent(CheckCtx *ctx, const char *id,
+                               CheckpointManifestDisk *d, CheckImage *cur)
+{
+    CheckImage *par = scan_image(ctx, cur->backing,
+                                 cur->backing_fmt ?: cur->format);
+
+    if (!par->exists) {
+        report(ctx, id, d->device, cur->filename,
+               CHECKPOINT_PROBLEM_KIND_PARENT_MISSING,
+               "The parent '%s' of '%s' does not exist", cur->backing,
+               cur->filename);
+        return NULL;
+    }
+    if (par->error) {
+        report(ctx, id, d->device, par->filename,
+               CHECKPOINT_PROBLEM_KIND_UNREADABLE,
+               "Cannot open '%s' (parent of '%s') as %s: %s",
+               par->filename, cur->filename, par->format, par->error);
+        return NULL;
+    }
+    return par;
+}
+
+/*
  * Check image @d of disk @device of checkpoint @id (NULL: "Now"), whose
  * chain must reach @target (the parent checkpoint's image of the disk;
  * NULL: any chain, checked to its end).  Returns whether the chain
@@ -301,42 +347,11 @@ static bool check_disk(CheckCtx *ctx, const char *id,
 {
     g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash,
                                                   g_direct_equal);
-    CheckImage *img = scan_image(ctx, d->filename, d->format);
-    CheckImage *cur = img;
+    CheckImage *cur = scan_image(ctx, d->filename, d->format);
 
     *reached = false;
-    if (!img->exists) {
-        report(ctx, id, d->device, d->filename, CHECKPOINT_PROBLEM_KIND_MISSING,
-               "Image '%s' does not exist", d->filename);
+    if (!check_image_itself(ctx, id, d, cur)) {
         return true;
-    }
-    if (img->error) {
-        report(ctx, id, d->device, d->filename,
-               CHECKPOINT_PROBLEM_KIND_UNREADABLE,
-               "Cannot open '%s' as %s: %s", d->filename, d->format,
-               img->error);
-        return true;
-    }
-    if (d->identity) {
-        Error *local_err = NULL;
-        g_autofree char *now = checkpoint_image_identity(d->filename,
-                                                         d->format,
-                                                         &local_err);
-
-        if (!now) {
-            report(ctx, id, d->device, d->filename,
-                   CHECKPOINT_PROBLEM_KIND_UNREADABLE, "%s",
-                   error_get_pretty(local_err));
-            error_free(local_err);
-            return true;
-        }
-        if (strcmp(now, d->identity)) {
-            report(ctx, id, d->device, d->filename,
-                   CHECKPOINT_PROBLEM_KIND_IDENTITY_CHANGED,
-                   "'%s' changed since the checkpoint was created: its"
-                   " identity is %s, the checkpoint recorded %s",
-                   d->filename, now, d->identity);
-        }
     }
     g_hash_table_add(seen, cur);
     for (;;) {
@@ -353,24 +368,12 @@ static bool check_disk(CheckCtx *ctx, const char *id,
             }
             return false;
         }
-        par = scan_image(ctx, cur->backing,
-                         cur->backing_fmt ?: cur->format);
-        if (!par->exists) {
-            report(ctx, id, d->device, cur->filename,
-                   CHECKPOINT_PROBLEM_KIND_PARENT_MISSING,
-                   "The parent '%s' of '%s' does not exist", cur->backing,
-                   cur->filename);
-            return true;
-        }
-        if (par->error) {
-            report(ctx, id, d->device, par->filename,
-                   CHECKPOINT_PROBLEM_KIND_UNREADABLE,
-                   "Cannot open '%s' (parent of '%s') as %s: %s",
-                   par->filename, cur->filename, par->format, par->error);
+        par = scan_parent(ctx, id, d, cur);
+        if (!par) {
             return true;
         }
         check_link(ctx, id, d->device, cur, par);
-        if (target && same_path(par->filename, target->filename)) {
+        if (target && checkpoint_same_path(par->filename, target->filename)) {
             *reached = true;
             return false;
         }
@@ -470,7 +473,7 @@ static void check_store(CheckCtx *ctx)
 /* The image @filename as the check saw it, if it exists and opened */
 static CheckImage *seen_image(CheckCtx *ctx, const char *filename)
 {
-    g_autofree char *key = canonical(filename);
+    g_autofree char *key = checkpoint_canonical_path(filename);
     CheckImage *img = g_hash_table_lookup(ctx->images, key);
 
     return img && img->exists && !img->error ? img : NULL;
@@ -479,7 +482,7 @@ static CheckImage *seen_image(CheckCtx *ctx, const char *filename)
 static bool in_list(strList *l, const char *filename)
 {
     for (; l; l = l->next) {
-        if (same_path(l->value, filename)) {
+        if (checkpoint_same_path(l->value, filename)) {
             return true;
         }
     }
@@ -510,7 +513,7 @@ static const char *changed_identity(CheckpointManifest *m,
             CheckpointManifestDisk *d = dl->value;
             g_autofree char *now = NULL;
 
-            if (!d->identity || !same_path(d->filename, filename)) {
+            if (!d->identity || !checkpoint_same_path(d->filename, filename)) {
                 continue;
             }
             now = checkpoint_image_identity(filename, fmt, NULL);
@@ -539,7 +542,7 @@ static const char *moved_identity_changed(CheckpointManifest *m,
         for (dl = l->value->disks; dl; dl = dl->next) {
             CheckpointManifestDisk *d = dl->value;
 
-            if (d->identity && same_path(d->filename, old) &&
+            if (d->identity && checkpoint_same_path(d->filename, old) &&
                 g_strcmp0(now, d->identity)) {
                 return d->identity;
             }
@@ -548,97 +551,140 @@ static const char *moved_identity_changed(CheckpointManifest *m,
     return NULL;
 }
 
-static bool check_relink(CheckCtx *ctx, CheckpointRelinkList *relink,
-                         strList *reconnect, Error **errp)
+/*
+ * Is relink request @r (the head of the rest of the list) one that can
+ * be carried out: given once, for a store image whose parent is gone,
+ * to a new parent named by an absolute path?  Returns its image.
+ */
+static CheckImage *relink_request_valid(CheckCtx *ctx,
+                                        CheckpointRelinkList *r,
+                                        Error **errp)
 {
-    CheckpointRelinkList *r, *r2;
+    CheckpointRelink *rl = r->value;
+    CheckImage *c = seen_image(ctx, rl->filename);
+    CheckpointRelinkList *r2;
 
-    for (r = relink; r; r = r->next) {
-        CheckpointRelink *rl = r->value;
-        CheckImage *c = seen_image(ctx, rl->filename);
-        g_autofree CheckImage *p = NULL;
-        const char *old_identity;
-        Error *local_err = NULL;
-        BlockDriverState *bs;
+    for (r2 = r->next; r2; r2 = r2->next) {
+        if (checkpoint_same_path(r2->value->filename, rl->filename)) {
+            error_setg(errp, "relink: '%s' is given twice", rl->filename);
+            return NULL;
+        }
+    }
+    if (!c) {
+        error_setg(errp, "relink: '%s' is not an image of the"
+                   " checkpoint store's chains (or it cannot be"
+                   " opened)", rl->filename);
+        return NULL;
+    }
+    if (!c->backing) {
+        error_setg(errp, "relink: '%s' has no parent", rl->filename);
+        return NULL;
+    }
+    if (g_file_test(c->backing, G_FILE_TEST_EXISTS)) {
+        error_setg(errp, "relink: the parent '%s' of '%s' exists:"
+                   " nothing to relink", c->backing, rl->filename);
+        return NULL;
+    }
+    if (!refuse_open_in_vm(rl->filename, "relink", errp)) {
+        return NULL;
+    }
+    if (!g_path_is_absolute(rl->parent)) {
+        error_setg(errp, "relink: the parent '%s' of '%s' must be an"
+                   " absolute file name", rl->parent, rl->filename);
+        return NULL;
+    }
+    if (checkpoint_same_path(rl->parent, rl->filename)) {
+        error_setg(errp, "relink: '%s' cannot be its own parent",
+                   rl->filename);
+        return NULL;
+    }
+    return c;
+}
 
-        for (r2 = r->next; r2; r2 = r2->next) {
-            if (same_path(r2->value->filename, rl->filename)) {
-                error_setg(errp, "relink: '%s' is given twice",
-                           rl->filename);
-                return false;
-            }
-        }
-        if (!c) {
-            error_setg(errp, "relink: '%s' is not an image of the"
-                       " checkpoint store's chains (or it cannot be"
-                       " opened)", rl->filename);
-            return false;
-        }
-        if (!c->backing) {
-            error_setg(errp, "relink: '%s' has no parent", rl->filename);
-            return false;
-        }
-        if (g_file_test(c->backing, G_FILE_TEST_EXISTS)) {
-            error_setg(errp, "relink: the parent '%s' of '%s' exists:"
-                       " nothing to relink", c->backing, rl->filename);
-            return false;
-        }
-        if (!refuse_open_in_vm(rl->filename, "relink", errp)) {
-            return false;
-        }
-        if (!g_path_is_absolute(rl->parent)) {
-            error_setg(errp, "relink: the parent '%s' of '%s' must be an"
-                       " absolute file name", rl->parent, rl->filename);
-            return false;
-        }
-        if (same_path(rl->parent, rl->filename)) {
-            error_setg(errp, "relink: '%s' cannot be its own parent",
+/* Read the new parent @rl->parent of @c as an image of its own */
+static CheckImage *scan_new_parent(CheckImage *c, CheckpointRelink *rl,
+                                   Error **errp)
+{
+    Error *local_err = NULL;
+    BlockDriverState *bs;
+    CheckImage *p;
+
+    bs = open_alone(rl->parent, c->format, false, &local_err);
+    if (!bs) {
+        error_setg(errp, "relink: cannot open the new parent '%s' of"
+                   " '%s' as %s: %s", rl->parent, rl->filename,
+                   c->format, error_get_pretty(local_err));
+        error_free(local_err);
+        return NULL;
+    }
+    p = g_new0(CheckImage, 1);
+    p->filename = rl->parent;
+    read_node(p, bs);
+    bdrv_unref(bs);
+    g_free(p->backing_name);
+    g_free(p->backing);
+    g_free(p->backing_fmt);
+    return p;
+}
+
+/*
+ * Is the new parent of @c the image it was made from?  Unless the user
+ * accepts it with reconnect, its size, vhdx link and recorded identity
+ * must say so.
+ */
+static bool new_parent_acceptable(CheckCtx *ctx, CheckImage *c,
+                                  CheckpointRelink *rl, strList *reconnect,
+                                  Error **errp)
+{
+    g_autofree CheckImage *p = scan_new_parent(c, rl, errp);
+    const char *old_identity;
+
+    if (!p) {
+        return false;
+    }
+    if (p->size != c->size) {
+        error_setg(errp, "relink: the new parent '%s' has virtual size %"
+                   PRId64 ", '%s' has %" PRId64, rl->parent, p->size,
+                   rl->filename, c->size);
+        return false;
+    }
+    if (in_list(reconnect, rl->parent)) {
+        return true;
+    }
+    if (!strcmp(c->format, "vhdx")) {
+        p->has_guid = read_vhdx_guid(rl->parent, &p->guid);
+        if (c->vhdx_child && p->has_guid && !linked_to(c, p)) {
+            error_setg(errp, "relink: '%s' is not the parent '%s' was"
+                       " made from (its DataWriteGuid differs from the"
+                       " one the child is linked to); list it in"
+                       " reconnect as well to accept it", rl->parent,
                        rl->filename);
             return false;
         }
-        bs = open_alone(rl->parent, c->format, false, &local_err);
-        if (!bs) {
-            error_setg(errp, "relink: cannot open the new parent '%s' of"
-                       " '%s' as %s: %s", rl->parent, rl->filename,
-                       c->format, error_get_pretty(local_err));
-            error_free(local_err);
-            return false;
-        }
-        p = g_new0(CheckImage, 1);
-        p->filename = rl->parent;
-        read_node(p, bs);
-        bdrv_unref(bs);
-        g_free(p->backing_name);
-        g_free(p->backing);
-        g_free(p->backing_fmt);
-        if (p->size != c->size) {
-            error_setg(errp, "relink: the new parent '%s' has virtual size %"
-                       PRId64 ", '%s' has %" PRId64, rl->parent, p->size,
-                       rl->filename, c->size);
-            return false;
-        }
-        if (in_list(reconnect, rl->parent)) {
-            continue;
-        }
-        if (!strcmp(c->format, "vhdx")) {
-            p->has_guid = read_vhdx_guid(rl->parent, &p->guid);
-            if (c->vhdx_child && p->has_guid && !linked_to(c, p)) {
-                error_setg(errp, "relink: '%s' is not the parent '%s' was"
-                           " made from (its DataWriteGuid differs from the"
-                           " one the child is linked to); list it in"
-                           " reconnect as well to accept it", rl->parent,
-                           rl->filename);
-                return false;
-            }
-        }
-        /* The moved file is recorded under its old name */
-        old_identity = moved_identity_changed(ctx->m, c->backing,
-                                              rl->parent, c->format);
-        if (old_identity) {
-            error_setg(errp, "relink: '%s' is not the image '%s' that the"
-                       " store recorded (identity %s); list it in"
-                       " reconnect as well to accept it", rl->parent,
-                       c->backing, old_identity);
+    }
+    /* The moved file is recorded under its old name */
+    old_identity = moved_identity_changed(ctx->m, c->backing,
+                                          rl->parent, c->format);
+    if (old_identity) {
+        error_setg(errp, "relink: '%s' is not the image '%s' that the"
+                   " store recorded (identity %s); list it in"
+                   " reconnect as well to accept it", rl->parent,
+                   c->backing, old_identity);
+        return false;
+    }
+    return true;
+}
+
+static bool check_relink(CheckCtx *ctx, CheckpointRelinkList *relink,
+                         strList *reconnect, Error **errp)
+{
+    CheckpointRelinkList *r;
+
+    for (r = relink; r; r = r->next) {
+        CheckImage *c = relink_request_valid(ctx, r, errp);
+
+        if (!c ||
+            !new_parent_acceptable(ctx, c, r->value, reconnect, errp)) {
             return false;
         }
     }
@@ -655,7 +701,7 @@ static GPtrArray *unlinked_children(CheckCtx *ctx, CheckImage *p)
     g_hash_table_iter_init(&iter, ctx->images);
     while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&c)) {
         if (c->exists && !c->error && c->backing &&
-            same_path(c->backing, p->filename) && vhdx_link_broken(c, p)) {
+            checkpoint_same_path(c->backing, p->filename) && vhdx_link_broken(c, p)) {
             g_ptr_array_add(out, c);
         }
     }
@@ -666,7 +712,7 @@ static bool relink_parent_in(CheckpointRelinkList *relink,
                              const char *filename)
 {
     for (; relink; relink = relink->next) {
-        if (same_path(relink->value->parent, filename)) {
+        if (checkpoint_same_path(relink->value->parent, filename)) {
             return true;
         }
     }
@@ -684,7 +730,7 @@ static bool check_reconnect(CheckCtx *ctx, strList *reconnect,
         guint i;
 
         for (f2 = f->next; f2; f2 = f2->next) {
-            if (same_path(f2->value, f->value)) {
+            if (checkpoint_same_path(f2->value, f->value)) {
                 error_setg(errp, "reconnect: '%s' is given twice", f->value);
                 return false;
             }
@@ -738,64 +784,24 @@ static bool change_parent(const char *filename, const char *fmt,
 }
 
 /* Every disk record of the manifest, checkpoints and "Now" */
-static GPtrArray *all_records(CheckpointManifest *m)
-{
-    GPtrArray *out = g_ptr_array_new();
-    CheckpointManifestEntryList *l;
-    CheckpointManifestDiskList *dl;
-
-    for (l = m->checkpoints; l; l = l->next) {
-        for (dl = l->value->disks; dl; dl = dl->next) {
-            g_ptr_array_add(out, dl->value);
-        }
-    }
-    for (dl = m->active; dl; dl = dl->next) {
-        g_ptr_array_add(out, dl->value);
-    }
-    return out;
-}
-
 static bool do_relink(CheckCtx *ctx, CheckpointRelink *rl, Error **errp)
 {
     CheckImage *c = seen_image(ctx, rl->filename);
-    g_autoptr(GPtrArray) recs = all_records(ctx->m);
     g_autofree char *old_parent = g_strdup(c->backing);
-    g_autofree bool *kept = g_new0(bool, recs->len);
-    guint i;
+    /* The identity the change of the child's header must not hide */
+    g_autofree char *before = checkpoint_image_identity(c->filename,
+                                                        c->format, NULL);
 
-    /* Identities the change of the child's header must not hide */
-    for (i = 0; i < recs->len; i++) {
-        CheckpointManifestDisk *d = g_ptr_array_index(recs, i);
-        g_autofree char *now = NULL;
-
-        if (d->identity && same_path(d->filename, rl->filename)) {
-            now = checkpoint_image_identity(d->filename, d->format, NULL);
-            kept[i] = now && !strcmp(now, d->identity);
-        }
-    }
     if (!change_parent(rl->filename, c->format, rl->parent, errp)) {
         return false;
     }
-    for (i = 0; i < recs->len; i++) {
-        CheckpointManifestDisk *d = g_ptr_array_index(recs, i);
-
-        if (kept[i]) {
-            g_free(d->identity);
-            d->identity = checkpoint_image_identity(d->filename, d->format,
-                                                    NULL);
-        }
-        if (same_path(d->filename, old_parent)) {
-            g_free(d->filename);
-            d->filename = g_strdup(rl->parent);
-        }
-    }
-    return checkpoint_store_save(errp);
+    return checkpoint_store_relink(rl->filename, before, old_parent,
+                                   rl->parent, errp);
 }
 
 static bool do_reconnect(CheckCtx *ctx, const char *filename, Error **errp)
 {
     CheckImage *p = seen_image(ctx, filename);
-    g_autoptr(GPtrArray) recs = all_records(ctx->m);
     g_autoptr(GPtrArray) children = NULL;
     guint i;
 
@@ -813,20 +819,106 @@ static bool do_reconnect(CheckCtx *ctx, const char *filename, Error **errp)
             return false;
         }
     }
-    for (i = 0; i < recs->len; i++) {
-        CheckpointManifestDisk *d = g_ptr_array_index(recs, i);
+    return checkpoint_store_reconnect(filename, errp);
+}
 
-        if (d->identity && same_path(d->filename, filename)) {
-            char *now = checkpoint_image_identity(d->filename, d->format,
-                                                  errp);
-            if (!now) {
-                return false;
-            }
-            g_free(d->identity);
-            d->identity = now;
+/* Look at the store again, after a repair changed it */
+static void check_again(CheckCtx *ctx)
+{
+    CheckpointManifest *m = ctx->m;
+
+    check_clear(ctx);
+    check_init(ctx, m);
+    check_store(ctx);
+}
+
+/* Every repair asked for must apply before any is made */
+static bool repairs_valid(CheckCtx *ctx, CheckpointRelinkList *relink,
+                          strList *reconnect, bool drop_lost, Error **errp)
+{
+    if (!check_relink(ctx, relink, reconnect, errp) ||
+        !check_reconnect(ctx, reconnect, relink, errp)) {
+        return false;
+    }
+    if (drop_lost && !g_hash_table_size(ctx->lost)) {
+        error_setg(errp, "drop-lost: no checkpoint is lost, nothing to"
+                   " drop%s", ctx->now_lost ? " (the images of \"Now\""
+                   " need a lost file, but \"Now\" cannot be dropped)" : "");
+        return false;
+    }
+    return true;
+}
+
+/* Relink, then reconnect, as asked */
+static bool relink_and_reconnect(CheckCtx *ctx, CheckpointRelinkList *relink,
+                                 strList *reconnect, Error **errp)
+{
+    CheckpointRelinkList *r;
+    strList *f;
+
+    for (r = relink; r; r = r->next) {
+        if (!do_relink(ctx, r->value, errp)) {
+            return false;
         }
     }
-    return checkpoint_store_save(errp);
+    if (reconnect) {
+        /* The relinks changed images: look again */
+        check_again(ctx);
+        for (f = reconnect; f; f = f->next) {
+            if (!do_reconnect(ctx, f->value, errp)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Drop the checkpoints found lost, listing them in @res->dropped */
+static bool drop_lost_checkpoints(CheckCtx *ctx, CheckpointCheckResult *res,
+                                  Error **errp)
+{
+    CheckpointManifestEntryList *l;
+    strList **tail = &res->dropped;
+
+    res->has_dropped = true;
+    /* Each drop moves children up: collect the ids first */
+    for (l = ctx->m->checkpoints; l; l = l->next) {
+        if (g_hash_table_contains(ctx->lost, l->value->id)) {
+            QAPI_LIST_APPEND(tail, g_strdup(l->value->id));
+        }
+    }
+    return !res->dropped || checkpoint_store_drop_list(res->dropped, errp);
+}
+
+/* Carry out the repairs asked for; the result is the store's state after */
+static CheckpointCheckResult *repair(CheckCtx *ctx,
+                                     CheckpointRelinkList *relink,
+                                     strList *reconnect, bool drop_lost,
+                                     Error **errp)
+{
+    g_autoptr(CheckpointCheckResult) res = NULL;
+
+    if (!repairs_valid(ctx, relink, reconnect, drop_lost, errp)) {
+        return NULL;
+    }
+    if (!relink_and_reconnect(ctx, relink, reconnect, errp)) {
+        goto fail;
+    }
+    check_again(ctx);
+    res = g_new0(CheckpointCheckResult, 1);
+    if (drop_lost) {
+        if (!drop_lost_checkpoints(ctx, res, errp)) {
+            goto fail;
+        }
+        check_again(ctx);
+    }
+    checkpoint_guard_frozen_images();
+    res->problems = g_steal_pointer(&ctx->problems);
+    return g_steal_pointer(&res);
+
+fail:
+    checkpoint_guard_frozen_images();
+    return NULL;
 }
 
 CheckpointCheckResult *qmp_checkpoint_check(bool has_relink,
@@ -837,95 +929,28 @@ CheckpointCheckResult *qmp_checkpoint_check(bool has_relink,
                                             bool drop_lost, Error **errp)
 {
     CheckpointManifest *m = checkpoint_store_manifest();
+    bool repairing = relink || reconnect || drop_lost;
     CheckpointCheckResult *res;
-    CheckpointRelinkList *r;
-    strList *f;
     CheckCtx ctx;
-    bool repair = relink || reconnect || drop_lost;
 
     if (!m) {
         error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
                    " or checkpoint-set-parameters)");
         return NULL;
     }
-    if (repair && (checkpoint_create_busy() || checkpoint_apply_busy())) {
+    if (repairing && (checkpoint_create_busy() || checkpoint_apply_busy())) {
         error_setg(errp, "Cannot repair the checkpoint store while a"
                    " checkpoint is being created or applied");
         return NULL;
     }
     check_init(&ctx, m);
     check_store(&ctx);
-    if (!repair) {
-        goto out;
+    if (repairing) {
+        res = repair(&ctx, relink, reconnect, drop_lost, errp);
+    } else {
+        res = g_new0(CheckpointCheckResult, 1);
+        res->problems = g_steal_pointer(&ctx.problems);
     }
-
-    /* Every repair asked for must apply before any is made */
-    if (!check_relink(&ctx, relink, reconnect, errp) ||
-        !check_reconnect(&ctx, reconnect, relink, errp)) {
-        check_clear(&ctx);
-        return NULL;
-    }
-    if (drop_lost && !g_hash_table_size(ctx.lost)) {
-        error_setg(errp, "drop-lost: no checkpoint is lost, nothing to"
-                   " drop%s", ctx.now_lost ? " (the images of \"Now\""
-                   " need a lost file, but \"Now\" cannot be dropped)" : "");
-        check_clear(&ctx);
-        return NULL;
-    }
-
-    for (r = relink; r; r = r->next) {
-        if (!do_relink(&ctx, r->value, errp)) {
-            goto fail;
-        }
-    }
-    if (reconnect) {
-        /* The relinks changed images: look again */
-        check_clear(&ctx);
-        check_init(&ctx, m);
-        check_store(&ctx);
-        for (f = reconnect; f; f = f->next) {
-            if (!do_reconnect(&ctx, f->value, errp)) {
-                goto fail;
-            }
-        }
-    }
-    check_clear(&ctx);
-    check_init(&ctx, m);
-    check_store(&ctx);
-    res = g_new0(CheckpointCheckResult, 1);
-    if (drop_lost) {
-        CheckpointManifestEntryList *l;
-        strList **tail = &res->dropped;
-
-        res->has_dropped = true;
-        /* Each drop moves children up: collect the ids first */
-        for (l = m->checkpoints; l; l = l->next) {
-            if (g_hash_table_contains(ctx.lost, l->value->id)) {
-                QAPI_LIST_APPEND(tail, g_strdup(l->value->id));
-            }
-        }
-        if (res->dropped &&
-            !checkpoint_store_drop_list(res->dropped, errp)) {
-            qapi_free_CheckpointCheckResult(res);
-            goto fail;
-        }
-        check_clear(&ctx);
-        check_init(&ctx, m);
-        check_store(&ctx);
-    }
-    checkpoint_guard_frozen_images();
-    res->problems = g_steal_pointer(&ctx.problems);
-    check_clear(&ctx);
-    return res;
-
-fail:
-    checkpoint_guard_frozen_images();
-    check_clear(&ctx);
-    return NULL;
-
-out:
-    res = g_new0(CheckpointCheckResult, 1);
-    res->problems = g_steal_pointer(&ctx.problems);
     check_clear(&ctx);
     return res;
 }

@@ -26,10 +26,8 @@ extern QemuOptsList qemu_checkpoints_opts;
  */
 bool checkpoint_init_from_cmdline(Error **errp);
 
-/* checkpoint.c: the VM's store */
+/* checkpoint.c: settings, and what the operations share */
 
-/* The store folder, or NULL while none is set */
-const char *checkpoint_store_dir(void);
 CheckpointDefaultType checkpoint_default_type(void);
 
 /*
@@ -53,6 +51,22 @@ bool checkpoint_vm_idle(const char *what, Error **errp);
 
 /* The name a disk has in the manifest */
 char *checkpoint_disk_name(BlockBackend *blk);
+
+/*
+ * store.c: the VM's store, the only code that changes its manifest.
+ * Every operation below writes the manifest before it returns.
+ */
+
+/* The store folder, or NULL while none is set */
+const char *checkpoint_store_dir(void);
+
+/*
+ * Open (or create) the store in folder @dir, in place of the current
+ * one (refused while that has checkpoints): its disks are checked
+ * against the VM's once the machine is ready, and what a killed QEMU
+ * left is recovered (FORMAT.md)
+ */
+bool checkpoint_store_open(const char *dir, Error **errp);
 
 /*
  * Add @e (taken over) to the tree under the current checkpoint, make
@@ -125,11 +139,30 @@ bool checkpoint_store_commit_apply(const char *id,
                                    CheckpointManifestDiskList *active,
                                    strList *stale, Error **errp);
 
-/* The loaded manifest (NULL while no store is set) */
+/*
+ * The loaded manifest (NULL while no store is set), to read: it
+ * changes only through the checkpoint_store_*() operations
+ */
 CheckpointManifest *checkpoint_store_manifest(void);
 
-/* Write the manifest of the store */
-bool checkpoint_store_save(Error **errp);
+/* Rename checkpoint @id to @name (valid) */
+bool checkpoint_store_rename(const char *id, const char *name, Error **errp);
+
+/*
+ * checkpoint-check relinked image @child to @new_parent, the file
+ * @old_parent moved to: every record of @old_parent names @new_parent,
+ * and the records of @child whose identity was @before (the identity
+ * before the relink changed its header; NULL: none) get its new one
+ */
+bool checkpoint_store_relink(const char *child, const char *before,
+                             const char *old_parent, const char *new_parent,
+                             Error **errp);
+
+/*
+ * The user accepts image @filename as it is now (checkpoint-check's
+ * reconnect): its records get its current identity
+ */
+bool checkpoint_store_reconnect(const char *filename, Error **errp);
 
 /*
  * The checkpoint with id or (unique) name @key; @errp says why there is
@@ -152,6 +185,15 @@ void checkpoint_store_end_operation(void);
 
 /* Do @a and @b name the same file (after resolving links)? */
 bool checkpoint_same_file(const char *a, const char *b);
+
+/*
+ * @filename with links resolved; for a file that is missing, with its
+ * folder resolved (checkpoint-check looks at lost files too)
+ */
+char *checkpoint_canonical_path(const char *filename);
+
+/* Do @a and @b name the same file, which may be missing? */
+bool checkpoint_same_path(const char *a, const char *b);
 
 /* The node of the open image whose file is @filename, or NULL */
 BlockDriverState *checkpoint_find_image(const char *filename);
@@ -322,7 +364,7 @@ void checkpoint_guard_frozen_images(void);
 char *checkpoint_image_identity(const char *filename, const char *fmt,
                                 Error **errp);
 
-/* store.c: the manifest */
+/* manifest.c: the manifest's format (load, validate, save) */
 
 #define CHECKPOINT_MANIFEST_NAME "manifest.json"
 #define CHECKPOINT_MANIFEST_VERSION 1

@@ -1,397 +1,740 @@
 /*
- * Hyper-V-style checkpoints: the store's manifest
+ * Hyper-V-style checkpoints: the store
  *
  * Copyright (c) 2026 The Hyper-V checkpoints project
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * The manifest is JSON described by the QAPI type CheckpointManifest
- * (qapi/checkpoint.json) and the rules in FORMAT.md.  It is read and
- * written with QEMU's QObject visitors, so every field is type-checked
- * and unknown fields are refused.
+ * The only code that changes the manifest: opening a store (and the
+ * recovery of what a killed QEMU left), and one named operation for
+ * each step of create, apply, rename and checkpoint-check.  Each writes
+ * the manifest before it returns, in the order that FORMAT.md's
+ * crash-safety rules give (checkpoint.h says, for each, what is left in
+ * memory when the write fails).  The manifest's format itself (load,
+ * validate, save) is manifest.c.
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qemu/uuid.h"
 #include "qapi/error.h"
-#include "qapi/qapi-visit-checkpoint.h"
-#include "qapi/qobject-input-visitor.h"
-#include "qapi/qobject-output-visitor.h"
-#include "qobject/qjson.h"
-#include "qobject/qobject.h"
+#include "qapi/qapi-types-checkpoint.h"
+#include "block/block-global-state.h"
+#include "hw/qdev-core.h"
+#include "system/block-backend.h"
 #include "checkpoint.h"
 
-CheckpointManifest *checkpoint_manifest_new(void)
-{
-    CheckpointManifest *m = g_new0(CheckpointManifest, 1);
+/* The VM's loaded store */
+static struct {
+    char *dir;                      /* absolute; NULL while none is set */
+    CheckpointManifest *manifest;   /* NULL while no store is set */
+} store;
 
-    m->version = CHECKPOINT_MANIFEST_VERSION;
-    return m;
+char *checkpoint_canonical_path(const char *filename)
+{
+    g_autofree char *dir = NULL, *base = NULL, *rdir = NULL;
+    char *real = realpath(filename, NULL);
+
+    if (real) {
+        return real;
+    }
+    dir = g_path_get_dirname(filename);
+    base = g_path_get_basename(filename);
+    rdir = realpath(dir, NULL);
+    if (!rdir) {
+        return g_strdup(filename);
+    }
+    return g_build_filename(rdir, base, NULL);
 }
 
-bool checkpoint_name_valid(const char *name, Error **errp)
+bool checkpoint_same_path(const char *a, const char *b)
 {
-    glong len;
+    g_autofree char *ca = checkpoint_canonical_path(a);
+    g_autofree char *cb = checkpoint_canonical_path(b);
 
-    if (!g_utf8_validate(name, -1, NULL)) {
-        error_setg(errp, "A checkpoint name must be valid UTF-8");
-        return false;
-    }
-    len = g_utf8_strlen(name, -1);
-    if (len == 0) {
-        error_setg(errp, "A checkpoint name must not be empty");
-        return false;
-    }
-    if (len > CHECKPOINT_NAME_MAX) {
-        error_setg(errp, "A checkpoint name can have at most %d characters,"
-                   " this one has %ld", CHECKPOINT_NAME_MAX, len);
-        return false;
-    }
-    return true;
+    return !strcmp(ca, cb);
 }
 
-/* A file of the store: relative, inside the store folder */
-static bool store_path_valid(const char *what, const char *id,
-                             const char *path, Error **errp)
+const char *checkpoint_store_dir(void)
 {
-    g_auto(GStrv) parts = NULL;
-    int i;
-
-    if (!*path || g_path_is_absolute(path)) {
-        error_setg(errp, "checkpoint %s: %s '%s' must be a path relative"
-                   " to the store folder", id, what, path);
-        return false;
-    }
-    parts = g_strsplit(path, "/", -1);
-    for (i = 0; parts[i]; i++) {
-        if (!strcmp(parts[i], "..")) {
-            error_setg(errp, "checkpoint %s: %s '%s' leaves the store"
-                       " folder", id, what, path);
-            return false;
-        }
-    }
-    return true;
+    return store.dir;
 }
 
-static bool disk_valid(const char *where, CheckpointManifestDisk *d,
-                       Error **errp)
+/* Write the manifest of the store */
+static bool checkpoint_store_save(Error **errp)
 {
-    if (!*d->device) {
-        error_setg(errp, "%s: a disk has an empty device name", where);
-        return false;
-    }
-    if (!*d->filename) {
-        error_setg(errp, "%s: disk '%s' has an empty file name", where,
-                   d->device);
-        return false;
-    }
-    if (strcmp(d->format, "vhdx") && strcmp(d->format, "qcow2")) {
-        error_setg(errp, "%s: disk '%s' has format '%s'; only vhdx and"
-                   " qcow2 can be checkpointed", where, d->device,
-                   d->format);
-        return false;
-    }
-    return true;
+    return checkpoint_manifest_save(store.dir, store.manifest, errp);
 }
 
-static bool disks_valid(const char *where, CheckpointManifestDiskList *l,
+/* Does every writable disk of the VM use the image the manifest says? */
+static bool check_disks(const char *dir, CheckpointManifest *m,
                         Error **errp)
 {
-    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) active = g_hash_table_new(g_str_hash,
+                                                    g_str_equal);
+    CheckpointManifestDiskList *l;
+    BlockBackend *blk;
 
-    for (; l; l = l->next) {
-        if (!disk_valid(where, l->value, errp)) {
+    if (!m->checkpoints && !m->active) {
+        return true;
+    }
+    for (l = m->active; l; l = l->next) {
+        g_hash_table_insert(active, l->value->device, l->value);
+    }
+    for (blk = checkpoint_next_disk(NULL); blk;
+         blk = checkpoint_next_disk(blk)) {
+        g_autofree char *dev = checkpoint_disk_name(blk);
+        CheckpointManifestDisk *d;
+        BlockDriverState *bs = blk_bs(blk);
+
+
+        d = g_hash_table_lookup(active, dev);
+        if (!d) {
+            error_setg(errp, "Checkpoint store '%s' does not know disk '%s'"
+                       " ('%s'): its checkpoints would not include it",
+                       dir, dev, checkpoint_image_filename(bs));
             return false;
         }
-        if (!g_hash_table_add(seen, l->value->device)) {
-            error_setg(errp, "%s: disk '%s' is listed twice", where,
-                       l->value->device);
+        if (!checkpoint_same_file(d->filename, checkpoint_image_filename(bs))) {
+            error_setg(errp, "Checkpoint store '%s' expects disk '%s' to"
+                       " use '%s', but it uses '%s'", dir, dev,
+                       d->filename, checkpoint_image_filename(bs));
             return false;
         }
+        g_hash_table_remove(active, dev);
+    }
+    if (g_hash_table_size(active)) {
+        GHashTableIter iter;
+        CheckpointManifestDisk *d;
+
+        g_hash_table_iter_init(&iter, active);
+        g_hash_table_iter_next(&iter, NULL, (gpointer *)&d);
+        error_setg(errp, "Checkpoint store '%s' has disk '%s' ('%s'),"
+                   " which this VM does not have (or not writable)",
+                   dir, d->device, d->filename);
+        return false;
     }
     return true;
 }
 
-bool checkpoint_leftover_name_valid(const char *path)
+/* Is @path referenced by "Now" or a checkpoint as one of its images? */
+static bool image_referenced(CheckpointManifest *m, const char *path)
 {
-    g_autofree char *base = g_path_get_basename(path);
-    g_auto(GStrv) parts = NULL;
-    char *dot;
-    size_t len;
-    QemuUUID uuid;
-    int i;
+    CheckpointManifestEntryList *l;
+    CheckpointManifestDiskList *d;
 
-    if (!g_path_is_absolute(path)) {
-        return false;
-    }
-    parts = g_strsplit(path, "/", -1);
-    for (i = 0; parts[i]; i++) {
-        if (!strcmp(parts[i], "..")) {
-            return false;
+    for (d = m->active; d; d = d->next) {
+        if (!strcmp(d->value->filename, path)) {
+            return true;
         }
     }
-    /* A state file, or the folder of a checkpoint */
-    if (!strcmp(base, "state") || qemu_uuid_parse(base, &uuid) == 0) {
-        return true;
+    for (l = m->checkpoints; l; l = l->next) {
+        for (d = l->value->disks; d; d = d->next) {
+            if (!strcmp(d->value->filename, path)) {
+                return true;
+            }
+        }
     }
-    /* A differencing image "<disk>_<uuid>.<ext>" */
-    dot = strrchr(base, '.');
-    if (!dot) {
-        return false;
-    }
-    *dot = '\0';
-    len = strlen(base);
-    return len > UUID_STR_LEN && base[len - UUID_STR_LEN] == '_' &&
-           qemu_uuid_parse(base + len - UUID_STR_LEN + 1, &uuid) == 0;
+    return false;
 }
 
 /*
- * The files of a recorded operation are removed when the store is
- * opened: accept only names that checkpoints make, so that a forged
- * manifest cannot have QEMU delete other files.
+ * Is @path "<folder>/<disk>_<uuid>.<ext>", the name that
+ * checkpoint_child_name() gives a child of an image the manifest
+ * references in the same folder?
  */
-static bool files_valid(const char *what, strList *l, Error **errp)
+static bool child_of_referenced(CheckpointManifest *m, const char *path)
 {
-    for (; l; l = l->next) {
-        if (!checkpoint_leftover_name_valid(l->value)) {
-            error_setg(errp, "the unfinished operation lists %s '%s', which"
-                       " is not a file a checkpoint operation makes", what,
-                       l->value);
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool operation_valid(CheckpointManifestOperation *op, Error **errp)
-{
-    QemuUUID uuid;
-
-    if (qemu_uuid_parse(op->checkpoint, &uuid) < 0) {
-        error_setg(errp, "the unfinished operation names checkpoint '%s',"
-                   " which is not a UUID", op->checkpoint);
-        return false;
-    }
-    return files_valid("new file", op->new_files, errp) &&
-           files_valid("replaced file", op->stale_files, errp);
-}
-
-bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp)
-{
-    g_autoptr(GHashTable) ids = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autofree char *base = g_path_get_basename(path);
     CheckpointManifestEntryList *l;
-    QemuUUID uuid;
+    CheckpointManifestDiskList *d;
+    const char *ext = strrchr(base, '.');
+    g_autofree char *id = NULL;
 
-    if (m->version != CHECKPOINT_MANIFEST_VERSION) {
-        error_setg(errp, "format version %" PRId64 " is not supported"
-                   " (this QEMU reads version %d)", m->version,
-                   CHECKPOINT_MANIFEST_VERSION);
+    /* UUID_STR_LEN counts the NUL: here it is the "_" and the UUID */
+    if (!ext || (strcmp(ext, ".avhdx") && strcmp(ext, ".qcow2")) ||
+        ext - base <= UUID_STR_LEN || ext[-UUID_STR_LEN] != '_') {
         return false;
+    }
+    id = g_strndup(ext - UUID_STR_LEN + 1, UUID_STR_LEN - 1);
+    for (d = m->active; d; d = d->next) {
+        g_autofree char *name = checkpoint_child_name(d->value->filename, id,
+                                                      ext + 1);
+        if (!strcmp(name, path)) {
+            return true;
+        }
     }
     for (l = m->checkpoints; l; l = l->next) {
-        CheckpointManifestEntry *e = l->value;
-        g_autofree char *where = g_strdup_printf("checkpoint %s", e->id);
-        Error *local_err = NULL;
+        for (d = l->value->disks; d; d = d->next) {
+            g_autofree char *name =
+                checkpoint_child_name(d->value->filename, id, ext + 1);
+            if (!strcmp(name, path)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
 
-        if (qemu_uuid_parse(e->id, &uuid) < 0) {
-            error_setg(errp, "checkpoint id '%s' is not a UUID", e->id);
-            return false;
-        }
-        if (g_hash_table_contains(ids, e->id)) {
-            error_setg(errp, "checkpoint id %s is used twice", e->id);
-            return false;
-        }
-        if (!checkpoint_name_valid(e->name, &local_err)) {
-            error_propagate_prepend(errp, local_err, "checkpoint %s: ",
-                                    e->id);
-            return false;
-        }
-        /* Parents come first: this also rules out cycles */
-        if (e->parent && !g_hash_table_contains(ids, e->parent)) {
-            error_setg(errp, "checkpoint %s: parent %s is not listed before"
-                       " it", e->id, e->parent);
-            return false;
-        }
-        if (e->created < 0) {
-            error_setg(errp, "checkpoint %s: negative creation time",
-                       e->id);
-            return false;
-        }
-        if (e->state_file &&
-            !store_path_valid("state file", e->id, e->state_file, errp)) {
-            return false;
-        }
-        if (e->config_file &&
-            !store_path_valid("configuration file", e->id, e->config_file,
-                              errp)) {
-            return false;
-        }
-        if (e->type == CHECKPOINT_TYPE_STANDARD &&
-            e->state == CHECKPOINT_STATE_READY && !e->state_file) {
-            error_setg(errp, "checkpoint %s: a ready standard checkpoint"
-                       " needs a state file", e->id);
-            return false;
-        }
-        if (!disks_valid(where, e->disks, errp)) {
-            return false;
-        }
-        g_hash_table_add(ids, e->id);
-    }
-    if (m->current && !g_hash_table_contains(ids, m->current)) {
-        error_setg(errp, "the current checkpoint %s is not in the tree",
-                   m->current);
+/* Does no symbolic link stand anywhere in @path? */
+static bool path_has_no_link(const char *path)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *real_dir = realpath(dir, NULL);
+    struct stat st;
+
+    if (!real_dir || strcmp(real_dir, dir)) {
         return false;
     }
-    if (!disks_valid("active images", m->active, errp)) {
+    return lstat(path, &st) < 0 || !S_ISLNK(st.st_mode);
+}
+
+/*
+ * May the recovery of @op remove @path?  Only what the operation itself
+ * made: the checkpoint's folder in the store and its state file, or a
+ * differencing image named as a child of an image the manifest
+ * references, in that image's folder; never an image the manifest
+ * references, never through a symbolic link.
+ */
+static bool leftover_is_own(const char *dir, CheckpointManifest *m,
+                            CheckpointManifestOperation *op,
+                            const char *path)
+{
+    g_autofree char *folder = g_build_filename(dir, op->checkpoint, NULL);
+    g_autofree char *state = g_build_filename(folder, "state", NULL);
+
+    if (!path_has_no_link(path)) {
         return false;
     }
-    if (m->operation && !operation_valid(m->operation, errp)) {
+    if (!strcmp(path, folder) || !strcmp(path, state)) {
+        return true;
+    }
+    return !image_referenced(m, path) && child_of_referenced(m, path);
+}
+
+/* Remove a file or an empty folder that a crashed operation left */
+static void remove_leftover(const char *path)
+{
+    if (unlink(path) == 0 || errno == ENOENT) {
+        return;
+    }
+    if (errno == EISDIR && (rmdir(path) == 0 || errno == ENOENT)) {
+        return;
+    }
+    warn_report("Checkpoint store: cannot remove '%s': %s", path,
+                strerror(errno));
+}
+
+static void remove_own_leftover(const char *dir, CheckpointManifest *m,
+                                CheckpointManifestOperation *op,
+                                const char *path, bool folders)
+{
+    struct stat st;
+
+    if (lstat(path, &st) < 0 || S_ISDIR(st.st_mode) != folders) {
+        return;     /* gone already, or not for this pass */
+    }
+    if (!leftover_is_own(dir, m, op, path)) {
+        warn_report("Checkpoint store '%s': not removing '%s', which the"
+                    " unfinished %s did not make", dir, path,
+                    CheckpointOperation_str(op->op));
+        return;
+    }
+    remove_leftover(path);
+}
+
+/* Remove checkpoint @e from @m: children and "Now" go to its parent */
+static void manifest_drop(CheckpointManifest *m, CheckpointManifestEntry *e)
+{
+    CheckpointManifestEntryList **p = &m->checkpoints, *l;
+
+    for (l = m->checkpoints; l; l = l->next) {
+        if (!g_strcmp0(l->value->parent, e->id)) {
+            g_free(l->value->parent);
+            l->value->parent = g_strdup(e->parent);
+        }
+    }
+    if (!g_strcmp0(m->current, e->id)) {
+        g_free(m->current);
+        m->current = g_strdup(e->parent);
+    }
+    while ((*p)->value != e) {
+        p = &(*p)->next;
+    }
+    l = *p;
+    *p = l->next;
+    l->next = NULL;
+    qapi_free_CheckpointManifestEntryList(l);
+}
+
+/*
+ * Finish what a QEMU that died left in @m (FORMAT.md, "Recovery"): the
+ * files of an unfinished operation are removed (the new ones of an
+ * operation that did not reach its commit, the replaced ones of one
+ * that did), and checkpoints whose memory save never ended are dropped.
+ */
+static void recover(const char *dir, CheckpointManifest *m)
+{
+    CheckpointManifestEntryList *l, *next;
+    strList *f;
+
+    if (m->operation) {
+        CheckpointManifestOperation *op = m->operation;
+
+        warn_report("Checkpoint store '%s': finishing the %s of checkpoint"
+                    " %s that QEMU did not end", dir,
+                    CheckpointOperation_str(op->op), op->checkpoint);
+        /* Files first, then folders, which must be empty by then */
+        for (int pass = 0; pass < 2; pass++) {
+            for (f = op->new_files; f; f = f->next) {
+                remove_own_leftover(dir, m, op, f->value, pass == 1);
+            }
+            for (f = op->stale_files; f; f = f->next) {
+                remove_own_leftover(dir, m, op, f->value, pass == 1);
+            }
+        }
+        qapi_free_CheckpointManifestOperation(op);
+        m->operation = NULL;
+    }
+    for (l = m->checkpoints; l; l = next) {
+        CheckpointManifestEntry *e = l->value;
+
+        next = l->next;
+        if (e->state != CHECKPOINT_STATE_CREATING) {
+            continue;
+        }
+        warn_report("Checkpoint store '%s': dropping checkpoint '%s' (%s):"
+                    " QEMU stopped before its memory was saved", dir,
+                    e->name, e->id);
+        if (e->state_file) {
+            g_autofree char *state = g_build_filename(dir, e->state_file,
+                                                      NULL);
+            g_autofree char *folder = g_path_get_dirname(state);
+
+            if (path_has_no_link(state)) {
+                remove_leftover(state);
+            }
+            if (strcmp(folder, dir) && path_has_no_link(folder)) {
+                remove_leftover(folder);
+            }
+        }
+        manifest_drop(m, e);
+    }
+}
+
+/* Open (or create) the store in @dir; replaces the current one */
+bool checkpoint_store_open(const char *dir, Error **errp)
+{
+    g_autofree char *abs = NULL;
+    CheckpointManifest *m;
+    Error *local_err = NULL;
+
+    if (!*dir) {
+        error_setg(errp, "The checkpoint folder name is empty");
         return false;
+    }
+    if (g_mkdir_with_parents(dir, 0700) < 0) {
+        error_setg_errno(errp, errno, "Cannot create checkpoint folder '%s'",
+                         dir);
+        return false;
+    }
+    abs = realpath(dir, NULL);
+    if (!abs) {
+        error_setg_errno(errp, errno, "Cannot use checkpoint folder '%s'",
+                         dir);
+        return false;
+    }
+    if (store.dir && !strcmp(abs, store.dir)) {
+        return true;
+    }
+    if (store.manifest && store.manifest->checkpoints) {
+        error_setg(errp, "The VM has checkpoints in '%s'; the checkpoint"
+                   " folder can change only while there are none",
+                   store.dir);
+        return false;
+    }
+    m = checkpoint_manifest_load(abs, errp);
+    if (!m) {
+        return false;
+    }
+    if (phase_check(PHASE_MACHINE_READY) &&
+        !check_disks(abs, m, &local_err)) {
+        error_propagate(errp, local_err);
+        qapi_free_CheckpointManifest(m);
+        return false;
+    }
+    recover(abs, m);
+    /* Mark the folder as a store, and check that it is writable */
+    if (!checkpoint_manifest_save(abs, m, errp)) {
+        qapi_free_CheckpointManifest(m);
+        return false;
+    }
+    qapi_free_CheckpointManifest(store.manifest);
+    store.manifest = m;
+    g_free(store.dir);
+    store.dir = g_steal_pointer(&abs);
+    if (phase_check(PHASE_MACHINE_READY)) {
+        checkpoint_guard_frozen_images();
     }
     return true;
 }
 
-CheckpointManifest *checkpoint_manifest_load(const char *dir, Error **errp)
+CheckpointManifestEntry *checkpoint_store_find(const char *key,
+                                               Error **errp)
 {
-    g_autofree char *path = g_build_filename(dir, CHECKPOINT_MANIFEST_NAME,
-                                             NULL);
-    g_autofree char *text = NULL;
-    g_autoptr(GError) gerr = NULL;
-    CheckpointManifest *m = NULL;
-    Error *local_err = NULL;
-    QObject *obj;
-    Visitor *v;
+    CheckpointManifestEntry *found = NULL;
+    CheckpointManifestEntryList *l;
 
-    if (!g_file_get_contents(path, &text, NULL, &gerr)) {
-        if (g_error_matches(gerr, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
-            return checkpoint_manifest_new();
-        }
-        error_setg(errp, "Cannot read checkpoint manifest: %s",
-                   gerr->message);
+    if (!store.manifest) {
+        error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
+                   " or checkpoint-set-parameters)");
         return NULL;
     }
-    obj = qobject_from_json(text, &local_err);
-    if (!obj) {
-        if (!local_err) {
-            error_setg(&local_err, "the file is empty");
+    for (l = store.manifest->checkpoints; l; l = l->next) {
+        if (!strcmp(l->value->id, key)) {
+            return l->value;
         }
-        goto fail;
     }
-    v = qobject_input_visitor_new(obj);
-    visit_type_CheckpointManifest(v, NULL, &m, &local_err);
-    visit_free(v);
-    qobject_unref(obj);
-    if (!m) {
-        goto fail;
+    for (l = store.manifest->checkpoints; l; l = l->next) {
+        if (!strcmp(l->value->name, key)) {
+            if (found) {
+                error_setg(errp, "Several checkpoints are named '%s';"
+                           " give the id of the one you mean", key);
+                return NULL;
+            }
+            found = l->value;
+        }
     }
-    if (!checkpoint_manifest_validate(m, &local_err)) {
-        qapi_free_CheckpointManifest(m);
-        goto fail;
+    if (!found) {
+        error_setg(errp, "There is no checkpoint with id or name '%s'", key);
     }
-    return m;
+    return found;
+}
 
-fail:
-    error_propagate_prepend(errp, local_err,
-                            "Checkpoint manifest '%s' is not valid: ", path);
+static CheckpointManifestEntry *entry_by_id(const char *id)
+{
+    CheckpointManifestEntryList *l;
+
+    for (l = store.manifest->checkpoints; l; l = l->next) {
+        if (!strcmp(l->value->id, id)) {
+            return l->value;
+        }
+    }
     return NULL;
 }
 
-static bool fsync_path(const char *path, int flags, Error **errp)
+/* Record operation @op on checkpoint @id making @new_files (taken over) */
+static void set_operation(CheckpointOperation op, const char *id,
+                          strList *new_files)
 {
-    int fd = qemu_open_old(path, flags);
+    CheckpointManifestOperation *o = g_new0(CheckpointManifestOperation, 1);
 
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Cannot open '%s'", path);
-        return false;
-    }
-    if (qemu_fdatasync(fd) < 0) {
-        error_setg_errno(errp, errno, "Cannot flush '%s' to disk", path);
-        close(fd);
-        return false;
-    }
-    close(fd);
-    return true;
+    o->op = op;
+    o->checkpoint = g_strdup(id);
+    o->new_files = new_files;
+    qapi_free_CheckpointManifestOperation(store.manifest->operation);
+    store.manifest->operation = o;
 }
 
-bool checkpoint_sync_new_file(const char *path, Error **errp)
+bool checkpoint_store_add(CheckpointManifestEntry *e,
+                          CheckpointManifestDiskList *active,
+                          strList *new_files, Error **errp)
 {
-    g_autofree char *dir = g_path_get_dirname(path);
+    CheckpointManifestEntryList **tail = &store.manifest->checkpoints;
 
-    return fsync_path(path, O_RDONLY, errp) &&
-           fsync_path(dir, O_RDONLY | O_DIRECTORY, errp);
+    while (*tail) {
+        tail = &(*tail)->next;
+    }
+    e->parent = g_strdup(store.manifest->current);
+    QAPI_LIST_APPEND(tail, e);
+    g_free(store.manifest->current);
+    store.manifest->current = g_strdup(e->id);
+    qapi_free_CheckpointManifestDiskList(store.manifest->active);
+    store.manifest->active = active;
+    qapi_free_CheckpointManifestOperation(store.manifest->operation);
+    store.manifest->operation = NULL;
+    if (new_files) {
+        set_operation(CHECKPOINT_OPERATION_CREATE, e->id, new_files);
+    }
+    return checkpoint_manifest_save(store.dir, store.manifest, errp);
+}
+
+/* Forget the recorded operation if it is about checkpoint @id */
+static void end_operation_of(const char *id)
+{
+    CheckpointManifestOperation *op = store.manifest->operation;
+
+    if (op && !strcmp(op->checkpoint, id)) {
+        qapi_free_CheckpointManifestOperation(op);
+        store.manifest->operation = NULL;
+    }
 }
 
 /*
- * Write @len bytes of @buf as the whole content of @path and make them
- * durable.  O_TRUNC: a longer file that a killed QEMU left there must
- * not keep its tail.
+ * Record what identifies the content of @e's frozen images: the
+ * checkpoint is ready, nothing writes to them any more
  */
-static bool write_durably(const char *path, const char *buf, size_t len,
-                          Error **errp)
+static bool record_identities(CheckpointManifestEntry *e, Error **errp)
 {
-    int fd = qemu_create(path, O_WRONLY | O_TRUNC, 0600, errp);
-    ssize_t n;
+    CheckpointManifestDiskList *l;
 
-    if (fd < 0) {
-        return false;
-    }
-    while (len) {
-        n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR) {
+    for (l = e->disks; l; l = l->next) {
+        CheckpointManifestDisk *d = l->value;
+
+        if (d->identity) {
             continue;
         }
-        if (n <= 0) {
-            error_setg_errno(errp, n < 0 ? errno : ENOSPC,
-                             "Cannot write '%s'", path);
-            close(fd);
+        d->identity = checkpoint_image_identity(d->filename, d->format,
+                                                errp);
+        if (!d->identity) {
+            error_prepend(errp, "Checkpoint %s: ", e->id);
             return false;
         }
-        buf += n;
-        len -= n;
     }
-    if (qemu_fdatasync(fd) < 0) {
-        error_setg_errno(errp, errno, "Cannot flush '%s' to disk", path);
-        close(fd);
+    return true;
+}
+
+bool checkpoint_store_set_state(const char *id, CheckpointState state,
+                                Error **errp)
+{
+    CheckpointManifestEntry *e = entry_by_id(id);
+
+    if (!e) {
+        error_setg(errp, "Checkpoint %s is no longer in the tree", id);
         return false;
     }
-    if (close(fd) < 0) {
-        error_setg_errno(errp, errno, "Cannot write '%s'", path);
+    if (state == CHECKPOINT_STATE_READY && !record_identities(e, errp)) {
+        return false;
+    }
+    e->state = state;
+    end_operation_of(id);
+    return checkpoint_manifest_save(store.dir, store.manifest, errp);
+}
+
+bool checkpoint_store_drop(const char *id, Error **errp)
+{
+    CheckpointManifestEntry *e = entry_by_id(id);
+
+    if (e) {
+        manifest_drop(store.manifest, e);
+    }
+    end_operation_of(id);
+    return checkpoint_manifest_save(store.dir, store.manifest, errp);
+}
+
+bool checkpoint_store_begin_create(const char *id,
+                                   CheckpointManifestDiskList *active,
+                                   strList *new_files, Error **errp)
+{
+    CheckpointManifestDiskList *old_active = store.manifest->active;
+
+    store.manifest->active = active;
+    set_operation(CHECKPOINT_OPERATION_CREATE, id, new_files);
+    if (!checkpoint_store_save(errp)) {
+        qapi_free_CheckpointManifestDiskList(active);
+        store.manifest->active = old_active;
+        qapi_free_CheckpointManifestOperation(store.manifest->operation);
+        store.manifest->operation = NULL;
+        return false;
+    }
+    qapi_free_CheckpointManifestDiskList(old_active);
+    return true;
+}
+
+void checkpoint_store_abort_create(CheckpointManifestDiskList *old_active)
+{
+    qapi_free_CheckpointManifestDiskList(store.manifest->active);
+    store.manifest->active = old_active;
+    checkpoint_store_end_operation();
+}
+
+bool checkpoint_store_unadd(const char *id,
+                            CheckpointManifestDiskList *old_active,
+                            strList *new_files, Error **errp)
+{
+    CheckpointManifestEntry *e = entry_by_id(id);
+
+    if (e) {
+        manifest_drop(store.manifest, e);
+    }
+    qapi_free_CheckpointManifestDiskList(store.manifest->active);
+    store.manifest->active = old_active;
+    set_operation(CHECKPOINT_OPERATION_CREATE, id, new_files);
+    return checkpoint_store_save(errp);
+}
+
+bool checkpoint_store_is_frozen(const char *filename)
+{
+    CheckpointManifestEntryList *l;
+    CheckpointManifestDiskList *d;
+
+    for (l = store.manifest ? store.manifest->checkpoints : NULL; l;
+         l = l->next) {
+        for (d = l->value->disks; d; d = d->next) {
+            if (checkpoint_same_file(d->value->filename, filename)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+bool checkpoint_store_commit_apply(const char *id,
+                                   CheckpointManifestDiskList *active,
+                                   strList *stale, Error **errp)
+{
+    CheckpointManifest *m = store.manifest;
+    CheckpointManifestOperation *op = m->operation;
+    CheckpointManifestDiskList *old_active = m->active;
+    char *old_current = m->current;
+    strList *old_new_files = op->new_files;
+
+    m->active = active;
+    m->current = g_strdup(id);
+    op->new_files = NULL;
+    op->stale_files = stale;
+    op->has_stale_files = stale != NULL;
+    if (!checkpoint_store_save(errp)) {
+        m->active = old_active;
+        g_free(m->current);
+        m->current = old_current;
+        op->new_files = old_new_files;
+        op->stale_files = NULL;
+        op->has_stale_files = false;
+        qapi_free_CheckpointManifestDiskList(active);
+        qapi_free_strList(stale);
+        return false;
+    }
+    qapi_free_CheckpointManifestDiskList(old_active);
+    g_free(old_current);
+    qapi_free_strList(old_new_files);
+    return true;
+}
+
+CheckpointManifest *checkpoint_store_manifest(void)
+{
+    return store.manifest;
+}
+
+
+bool checkpoint_store_begin_operation(CheckpointOperation op,
+                                      const char *id, strList *new_files,
+                                      Error **errp)
+{
+    set_operation(op, id, new_files);
+    if (!checkpoint_store_save(errp)) {
+        qapi_free_CheckpointManifestOperation(store.manifest->operation);
+        store.manifest->operation = NULL;
         return false;
     }
     return true;
 }
 
-bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
-                              Error **errp)
+void checkpoint_store_end_operation(void)
 {
-    g_autofree char *path = g_build_filename(dir, CHECKPOINT_MANIFEST_NAME,
-                                             NULL);
-    g_autofree char *tmp = g_strconcat(path, ".tmp", NULL);
-    QObject *obj = NULL;
-    GString *json;
-    Visitor *v;
-    bool ok;
+    Error *local_err = NULL;
 
-    v = qobject_output_visitor_new(&obj);
-    visit_type_CheckpointManifest(v, NULL, &m, &error_abort);
-    visit_complete(v, &obj);
-    visit_free(v);
-    json = qobject_to_json_pretty(obj, true);
-    qobject_unref(obj);
-    g_string_append_c(json, '\n');
+    qapi_free_CheckpointManifestOperation(store.manifest->operation);
+    store.manifest->operation = NULL;
+    if (!checkpoint_store_save(&local_err)) {
+        error_report_err(local_err);
+    }
+}
 
-    /* Write a new file, make it durable, then rename it over the old */
-    ok = write_durably(tmp, json->str, json->len, errp);
-    g_string_free(json, true);
-    if (!ok) {
-        error_prepend(errp, "Cannot write the checkpoint manifest: ");
-        unlink(tmp);
+bool checkpoint_store_drop_list(strList *ids, Error **errp)
+{
+    strList *l;
+
+    for (l = ids; l; l = l->next) {
+        CheckpointManifestEntry *e = entry_by_id(l->value);
+
+        if (e) {
+            manifest_drop(store.manifest, e);
+        }
+        end_operation_of(l->value);
+    }
+    return checkpoint_store_save(errp);
+}
+
+bool checkpoint_store_rename(const char *id, const char *name, Error **errp)
+{
+    CheckpointManifestEntry *e = entry_by_id(id);
+    char *old;
+
+    if (!e) {
+        error_setg(errp, "Checkpoint %s is no longer in the tree", id);
         return false;
     }
-    if (rename(tmp, path) < 0) {
-        error_setg_errno(errp, errno, "Cannot replace '%s'", path);
-        unlink(tmp);
+    old = e->name;
+    e->name = g_strdup(name);
+    if (!checkpoint_store_save(errp)) {
+        g_free(e->name);
+        e->name = old;
         return false;
     }
-    return fsync_path(dir, O_RDONLY | O_DIRECTORY, errp);
+    g_free(old);
+    return true;
+}
+
+/* Every image record of the store: the checkpoints' and "Now"'s */
+static GPtrArray *all_records(void)
+{
+    GPtrArray *out = g_ptr_array_new();
+    CheckpointManifestEntryList *l;
+    CheckpointManifestDiskList *dl;
+
+    for (l = store.manifest->checkpoints; l; l = l->next) {
+        for (dl = l->value->disks; dl; dl = dl->next) {
+            g_ptr_array_add(out, dl->value);
+        }
+    }
+    for (dl = store.manifest->active; dl; dl = dl->next) {
+        g_ptr_array_add(out, dl->value);
+    }
+    return out;
+}
+
+bool checkpoint_store_relink(const char *child, const char *before,
+                             const char *old_parent, const char *new_parent,
+                             Error **errp)
+{
+    g_autoptr(GPtrArray) recs = all_records();
+    guint i;
+
+    for (i = 0; i < recs->len; i++) {
+        CheckpointManifestDisk *d = g_ptr_array_index(recs, i);
+
+        if (before && d->identity && !strcmp(d->identity, before) &&
+            checkpoint_same_path(d->filename, child)) {
+            g_free(d->identity);
+            d->identity = checkpoint_image_identity(d->filename, d->format,
+                                                    NULL);
+        }
+        if (checkpoint_same_path(d->filename, old_parent)) {
+            g_free(d->filename);
+            d->filename = g_strdup(new_parent);
+        }
+    }
+    return checkpoint_store_save(errp);
+}
+
+bool checkpoint_store_reconnect(const char *filename, Error **errp)
+{
+    g_autoptr(GPtrArray) recs = all_records();
+    guint i;
+
+    for (i = 0; i < recs->len; i++) {
+        CheckpointManifestDisk *d = g_ptr_array_index(recs, i);
+
+        if (d->identity && checkpoint_same_path(d->filename, filename)) {
+            char *now = checkpoint_image_identity(d->filename, d->format,
+                                                  errp);
+            if (!now) {
+                return false;
+            }
+            g_free(d->identity);
+            d->identity = now;
+        }
+    }
+    return checkpoint_store_save(errp);
 }

@@ -17,7 +17,7 @@
  * Anything else aborts, and so does any AddressSanitizer report
  * (including leaks: every path must free what it built).
  *
- * Links checkpoint/store.c, the generated QAPI code and libqemuutil only
+ * Links checkpoint/manifest.c, the generated QAPI code and libqemuutil only
  * (tests/fuzz/meson.build, tests/fuzz/build-fuzzer).
  */
 
