@@ -242,6 +242,64 @@ static bool prepare_children(CheckpointManifestEntry *e, GPtrArray *disks,
     return true;
 }
 
+/*
+ * The state file of standard checkpoint @e, validated as a whole
+ * (NULL for a production checkpoint, and on error)
+ */
+static bool state_to_load(CheckpointManifestEntry *e, char **state,
+                          Error **errp)
+{
+    *state = NULL;
+    if (e->type != CHECKPOINT_TYPE_STANDARD) {
+        return true;
+    }
+    *state = g_build_filename(checkpoint_store_dir(), e->state_file, NULL);
+    if (!cow_snapshot_validate(*state, errp)) {
+        error_prepend(errp, "Cannot apply checkpoint '%s': ", e->name);
+        g_clear_pointer(state, g_free);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Stop the vCPUs and make the children of checkpoint @target: with
+ * @checkpoint_first, the current state is checkpointed first (its id in
+ * *@first_id), with the VM stopped so that nothing changes between that
+ * state and the apply; otherwise the children are made while the VM
+ * runs, and the pause is only the switch and the load.  Returns
+ * @target's entry.
+ */
+static CheckpointManifestEntry *stop_and_prepare(const char *target,
+                                                 GPtrArray *disks,
+                                                 bool checkpoint_first,
+                                                 char **first_id,
+                                                 Error **errp)
+{
+    CheckpointManifestEntry *e;
+    bool was_running = runstate_is_running();
+
+    if (checkpoint_first) {
+        if (was_running) {
+            vm_stop(RUN_STATE_PAUSED);
+        }
+        *first_id = checkpoint_current_state(errp);
+        e = *first_id ? checkpoint_store_find(target, errp) : NULL;
+        if (!e || !prepare_children(e, disks, errp)) {
+            return NULL;
+        }
+        return e;
+    }
+    e = checkpoint_store_find(target, errp);
+    if (!e || !prepare_children(e, disks, errp)) {
+        return NULL;
+    }
+    if (was_running) {
+        vm_stop(RUN_STATE_PAUSED);
+    }
+    return e;
+}
+
 CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
                                             bool has_checkpoint_first,
                                             bool checkpoint_first,
@@ -259,18 +317,10 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
 
     checkpoint_settle();
     e = checkpoint_store_find(checkpoint, errp);
-    if (!e || !apply_allowed(e, errp)) {
+    if (!e || !apply_allowed(e, errp) || !state_to_load(e, &state, errp)) {
         return NULL;
     }
     target = g_strdup(e->id);
-    if (e->type == CHECKPOINT_TYPE_STANDARD) {
-        state = g_build_filename(checkpoint_store_dir(), e->state_file,
-                                 NULL);
-        if (!cow_snapshot_validate(state, errp)) {
-            error_prepend(errp, "Cannot apply checkpoint '%s': ", e->name);
-            return NULL;
-        }
-    }
     qemu_uuid_generate(&uuid);
     child_id = qemu_uuid_unparse_strdup(&uuid);
     disks = checkpoint_disks_plan_apply(e, child_id, errp);
@@ -282,32 +332,18 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     }
 
     applying = true;
-    if (has_checkpoint_first && checkpoint_first) {
-        /* Nothing may change between that state and the apply */
-        if (was_running) {
-            vm_stop(RUN_STATE_PAUSED);
-        }
-        first_id = checkpoint_current_state(errp);
-        e = first_id ? checkpoint_store_find(target, errp) : NULL;
-        if (!e || !prepare_children(e, disks, errp)) {
-            goto fail;
-        }
-    } else {
-        /* Made while the VM runs: the pause is only the switch and load */
-        if (!prepare_children(e, disks, errp)) {
-            goto fail;
-        }
-        if (was_running) {
-            vm_stop(RUN_STATE_PAUSED);
-        }
-    }
-    outcome = apply_stopped(e, disks, state, errp);
+    e = stop_and_prepare(target, disks,
+                         has_checkpoint_first && checkpoint_first,
+                         &first_id, errp);
+    outcome = e ? apply_stopped(e, disks, state, errp) : APPLY_FAILED;
     if (outcome == APPLY_FAILED) {
         applying = false;
-        checkpoint_disks_remove_children(disks);
-        checkpoint_store_end_operation();
+        if (e) {
+            checkpoint_disks_remove_children(disks);
+            checkpoint_store_end_operation();
+        }
         /* Nothing changed: the VM goes on as before */
-        if (was_running) {
+        if (was_running && !runstate_is_running()) {
             vm_start();
         }
         return NULL;
@@ -328,11 +364,4 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     ret = g_new0(CheckpointApplyResult, 1);
     ret->created = g_steal_pointer(&first_id);
     return ret;
-
-fail:
-    applying = false;
-    if (was_running && !runstate_is_running()) {
-        vm_start();
-    }
-    return NULL;
 }

@@ -343,19 +343,141 @@ static void unrecord(const char *id, GPtrArray *disks,
     checkpoint_store_end_operation();
 }
 
+/* The job that waits for the memory save, created but not started */
+static Job *create_job(const char *id, const char *job_id, Error **errp)
+{
+    g_autofree char *default_job = NULL;
+
+    if (!job_id) {
+        default_job = g_strdup_printf("checkpoint-%s", id);
+        job_id = default_job;
+    }
+    return job_create(job_id, &checkpoint_create_job_driver, NULL,
+                      qemu_get_aio_context(), JOB_DEFAULT, NULL, NULL, errp);
+}
+
+static CheckpointCreate *checkpoint_create_new(const char *id)
+{
+    CheckpointCreate *c = g_new0(CheckpointCreate, 1);
+
+    c->id = g_strdup(id);
+    c->state_dir = g_build_filename(checkpoint_store_dir(), id, NULL);
+    return c;
+}
+
+/*
+ * Everything that grows with disks or RAM happens here, while the VM
+ * runs: the files are listed in the manifest, then made; the memory
+ * save is prepared; then the commit point.  On failure nothing is left
+ * and @old_active is taken over.
+ */
+static bool prepare(CheckpointCreate *c, const char *name, GPtrArray *disks,
+                    const char *state, CowSnapshotOptions *opts,
+                    CheckpointManifestDiskList *old_active, Error **errp)
+{
+    if (!begin(c->id, disks, c->state_dir, errp)) {
+        qapi_free_CheckpointManifestDiskList(old_active);
+        return false;
+    }
+    if (g_mkdir_with_parents(c->state_dir, 0700) < 0) {
+        error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
+        goto fail_begun;
+    }
+    if (!checkpoint_disks_make_children(disks, false, errp)) {
+        error_prepend(errp, "Cannot make the differencing images of the"
+                      " checkpoint: ");
+        goto fail_begun;
+    }
+    checkpoint_crash_point("create-after-children");
+    if (!cow_snapshot_prepare(state, opts, errp)) {
+        goto fail_begun;
+    }
+    if (!record(c->id, name, disks, c->state_dir, errp)) {
+        cow_snapshot_abort_prepared();
+        unrecord(c->id, disks, c->state_dir, old_active);
+        return false;
+    }
+    return true;
+
+fail_begun:
+    abort_before_record(disks, c->state_dir, old_active);
+    return false;
+}
+
+/*
+ * The disks could not be switched after the memory save began: the
+ * save is dropped (@c goes now, or with the save's callback) and so is
+ * the record
+ */
+static void abandon_in_pause(CheckpointCreate *c, GPtrArray *disks,
+                             CheckpointManifestDiskList *old_active)
+{
+    g_autofree char *id = g_strdup(c->id);
+    g_autofree char *state_dir = g_strdup(c->state_dir);
+
+    c->abandoned = true;
+    c->job = NULL;
+    if (c->saved) {
+        checkpoint_create_abandon(c);
+    } else {
+        /* The callback cleans up */
+        cow_snapshot_cancel();
+    }
+    unrecord(id, disks, state_dir, old_active);
+}
+
+/*
+ * The pause: memory and disks of the same instant.  On failure the
+ * record is undone, @c is gone (or goes with the save's callback) and
+ * @old_active is taken over.
+ */
+static bool pause_and_switch(CheckpointCreate *c, GPtrArray *disks, Job *job,
+                             const char *state, CowSnapshotOptions *opts,
+                             CheckpointManifestDiskList *old_active,
+                             Error **errp)
+{
+    bool was_running = runstate_is_running();
+    Error *local_err = NULL;
+
+    vm_stop(RUN_STATE_PAUSED);
+    if (!cow_snapshot_begin(state, opts, errp)) {
+        if (was_running) {
+            vm_start();
+        }
+        unrecord(c->id, disks, c->state_dir, old_active);
+        checkpoint_create_free_state(c);
+        return false;
+    }
+    creating = c;
+    c->job = container_of(job, CheckpointCreateJob, common);
+    checkpoint_crash_point("create-before-switch");
+    if (!checkpoint_disks_snapshot(disks, &local_err)) {
+        error_propagate_prepend(errp, local_err, "Cannot switch the disks"
+                                " to new differencing images: ");
+        abandon_in_pause(c, disks, old_active);
+        if (was_running) {
+            vm_start();
+        }
+        return false;
+    }
+    checkpoint_crash_point("create-after-switch");
+    checkpoint_guard_frozen_images();
+    if (was_running) {
+        vm_start();
+    }
+    return true;
+}
+
 char *checkpoint_create_start(const char *name, const char *job_id,
                               Error **errp)
 {
     CowSnapshotOptions opts = { .done = checkpoint_create_done };
     g_autoptr(GPtrArray) disks = NULL;
-    g_autofree char *id = NULL, *state = NULL, *default_job = NULL;
-    g_autofree char *state_dir = NULL;
+    g_autofree char *id = NULL, *state = NULL;
     CheckpointManifestDiskList *old_active;
     CheckpointCreate *c;
     QemuUUID uuid;
-    Error *local_err = NULL;
     Job *job;
-    bool was_running;
 
     checkpoint_settle();
     if (!create_allowed(errp)) {
@@ -367,101 +489,33 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     if (!disks) {
         return NULL;
     }
-    c = g_new0(CheckpointCreate, 1);
-    c->id = g_strdup(id);
-    c->state_dir = g_build_filename(checkpoint_store_dir(), id, NULL);
-    state = g_build_filename(c->state_dir, "state", NULL);
-    state_dir = g_strdup(c->state_dir);     /* c may go before the end */
-    if (!job_id) {
-        default_job = g_strdup_printf("checkpoint-%s", id);
-        job_id = default_job;
-    }
-    job = job_create(job_id, &checkpoint_create_job_driver, NULL,
-                     qemu_get_aio_context(), JOB_DEFAULT, NULL, NULL, errp);
+    job = create_job(id, job_id, errp);
     if (!job) {
-        goto fail_early;
+        return NULL;
     }
+    c = checkpoint_create_new(id);
+    state = g_build_filename(c->state_dir, "state", NULL);
+    opts.opaque = c;
     old_active = QAPI_CLONE(CheckpointManifestDiskList,
                             checkpoint_store_manifest()->active);
-    if (!begin(id, disks, c->state_dir, errp)) {
-        qapi_free_CheckpointManifestDiskList(old_active);
-        goto fail_job;
-    }
-    if (g_mkdir_with_parents(c->state_dir, 0700) < 0) {
-        error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
-        goto fail_begun;
-    }
-    /* Everything that grows with disks or RAM happens while the VM runs */
-    if (!checkpoint_disks_make_children(disks, false, errp)) {
-        error_prepend(errp, "Cannot make the differencing images of the"
-                      " checkpoint: ");
-        goto fail_begun;
-    }
-    checkpoint_crash_point("create-after-children");
-    opts.opaque = c;
-    if (!cow_snapshot_prepare(state, &opts, errp)) {
-        goto fail_begun;
-    }
-    if (!record(id, name, disks, c->state_dir, errp)) {
-        cow_snapshot_abort_prepared();
-        unrecord(id, disks, c->state_dir, old_active);
-        goto fail_job;
-    }
-
-    /* The pause: memory and disks of the same instant */
-    was_running = runstate_is_running();
-    vm_stop(RUN_STATE_PAUSED);
-    if (!cow_snapshot_begin(state, &opts, errp)) {
-        goto fail_resume;
-    }
-    creating = c;
-    c->job = container_of(job, CheckpointCreateJob, common);
-    checkpoint_crash_point("create-before-switch");
-    if (!checkpoint_disks_snapshot(disks, &local_err)) {
-        error_propagate_prepend(errp, local_err, "Cannot switch the disks"
-                                " to new differencing images: ");
-        c->abandoned = true;
-        c->job = NULL;
-        if (c->saved) {
-            checkpoint_create_abandon(c);
-        } else {
-            /* The callback cleans up */
-            cow_snapshot_cancel();
-        }
-        unrecord(id, disks, state_dir, old_active);
-        if (was_running) {
-            vm_start();
-        }
+    if (!prepare(c, name, disks, state, &opts, old_active, errp)) {
+        checkpoint_create_free_state(c);
         job_early_fail(job);
         return NULL;
     }
-    checkpoint_crash_point("create-after-switch");
-    checkpoint_guard_frozen_images();
-    if (was_running) {
-        vm_start();
+    if (!pause_and_switch(c, disks, job, state, &opts, old_active, errp)) {
+        job_early_fail(job);
+        return NULL;
     }
     qapi_free_CheckpointManifestDiskList(old_active);
 
     job_start(job);
     c->recorded = true;
     if (c->saved) {
+        /* The save ended inside the pause */
         checkpoint_create_finish(c);
     }
     return g_steal_pointer(&id);
-
-fail_resume:
-    if (was_running) {
-        vm_start();
-    }
-    unrecord(id, disks, c->state_dir, old_active);
-    goto fail_job;
-fail_begun:
-    abort_before_record(disks, c->state_dir, old_active);
-fail_job:
-    job_early_fail(job);
-fail_early:
-    checkpoint_create_free_state(c);
-    return NULL;
 }
 
 CheckpointCreateResult *qmp_checkpoint_create(const char *name,

@@ -40,19 +40,14 @@ typedef struct CowSnapshotOptions {
     /*
      * Save without write-protecting RAM.  The caller must keep the VM
      * paused until @done is called.  This is the fallback when
-     * cow_snapshot_write_tracking_usable() fails; it is never chosen
-     * silently.
+     * cow_snapshot_prepare() says that RAM cannot be write-protected
+     * (its error names the block or the kernel feature missing); it is
+     * never chosen silently.
      */
     bool paused_save;
     CowSnapshotDoneFn *done;
     void *opaque;
 } CowSnapshotOptions;
-
-/*
- * Can every RAM block of this VM be write-protected?  On false, @errp
- * says which block or which kernel feature is missing.
- */
-bool cow_snapshot_write_tracking_usable(Error **errp);
 
 /*
  * Get a snapshot into @path ready, before the caller's pause: create the

@@ -193,36 +193,30 @@ static CowSnapBlock *cowsnap_block_of(CowSnapJob *job, uint64_t addr,
  * the unsaved pages around it) to a buffer, let the guest go, then get
  * the buffer written.
  */
-static void cowsnap_handle_fault(CowSnapJob *job, uint64_t addr)
+/* A fault beyond our blocks: never leave a vCPU blocked */
+static void cowsnap_release_foreign(CowSnapJob *job, uint64_t addr)
 {
-    uint64_t hps, hp, win, w0, w1, s, e, len;
-    CowSnapSlot *slot = NULL;
-    CowSnapBlock *b;
-    unsigned idx;
-    uint8_t *buf;
-    int ret;
+    uint64_t page = qemu_real_host_page_size();
 
-    b = cowsnap_block_of(job, addr, &idx);
-    if (!b) {
-        /* Not ours (beyond used_length): never leave a vCPU blocked */
-        uffd_change_protection(job->uffd,
-                               (void *)(uintptr_t)(addr & ~(uint64_t)
-                                   (qemu_real_host_page_size() - 1)),
-                               qemu_real_host_page_size(), false, false);
-        return;
-    }
-    hps = b->ref.host_page_size;
-    hp = (addr - (uintptr_t)b->ref.host) / hps;
+    uffd_change_protection(job->uffd,
+                           (void *)(uintptr_t)(addr & ~(page - 1)), page,
+                           false, false);
+}
 
-    if (qatomic_read(&job->aborting)) {
-        uffd_change_protection(job->uffd, b->ref.host + hp * hps, hps,
-                               false, false);
-        return;
-    }
-
-    win = MAX(COWSNAP_FAULT_WINDOW / hps, 1);
-    w0 = QEMU_ALIGN_DOWN(hp, win);
-    w1 = MIN(w0 + win, b->hpages);
+/*
+ * Claim, for the fault on host page @hp of @b, the run [*@s, *@e) of
+ * pages around it in its window that nobody claimed yet, and take a
+ * free slot for the copy (NULL when every slot waits for the disk).
+ * Returns false when there is nothing to copy: the pages were only
+ * noted (prepared, not begun), or the saver has the page already.
+ */
+static bool cowsnap_claim(CowSnapJob *job, CowSnapBlock *b, uint64_t hp,
+                          uint64_t *s, uint64_t *e, CowSnapSlot **slot)
+{
+    uint64_t hps = b->ref.host_page_size;
+    uint64_t win = MAX(COWSNAP_FAULT_WINDOW / hps, 1);
+    uint64_t w0 = QEMU_ALIGN_DOWN(hp, win);
+    uint64_t w1 = MIN(w0 + win, b->hpages);
 
     qemu_mutex_lock(&job->lock);
     if (qatomic_read(&job->tracking)) {
@@ -231,31 +225,45 @@ static void cowsnap_handle_fault(CowSnapJob *job, uint64_t addr)
         uffd_change_protection(job->uffd, b->ref.host + w0 * hps,
                                (w1 - w0) * hps, false, false);
         qemu_mutex_unlock(&job->lock);
-        return;
+        return false;
     }
     if (test_bit(hp, b->claimed)) {
         /* The saver has it: its release of the protection wakes us */
         qemu_mutex_unlock(&job->lock);
-        return;
+        return false;
     }
-    s = hp;
-    while (s > w0 && !test_bit(s - 1, b->claimed)) {
-        s--;
+    *s = hp;
+    while (*s > w0 && !test_bit(*s - 1, b->claimed)) {
+        (*s)--;
     }
-    e = hp + 1;
-    while (e < w1 && !test_bit(e, b->claimed)) {
-        e++;
+    *e = hp + 1;
+    while (*e < w1 && !test_bit(*e, b->claimed)) {
+        (*e)++;
     }
-    bitmap_set(b->claimed, s, e - s);
+    bitmap_set(b->claimed, *s, *e - *s);
     job->inflight++;
-    slot = QSIMPLEQ_FIRST(&job->free_slots);
-    if (slot) {
+    *slot = QSIMPLEQ_FIRST(&job->free_slots);
+    if (*slot) {
         QSIMPLEQ_REMOVE_HEAD(&job->free_slots, next);
     }
     qemu_mutex_unlock(&job->lock);
+    return true;
+}
 
-    len = (e - s) * hps;
-    buf = slot ? slot->data : job->fault_buf;
+/*
+ * Copy the claimed host pages [@s, @e) of block @idx, let the guest's
+ * writes go on, and hand the copy to the saver (in @slot) or, with no
+ * slot free, write it to the state file here
+ */
+static void cowsnap_copy_claimed(CowSnapJob *job, CowSnapBlock *b,
+                                 unsigned idx, uint64_t s, uint64_t e,
+                                 CowSnapSlot *slot)
+{
+    uint64_t hps = b->ref.host_page_size;
+    uint64_t len = (e - s) * hps;
+    uint8_t *buf = slot ? slot->data : job->fault_buf;
+    int ret;
+
     memcpy(buf, b->ref.host + s * hps, len);
     if (uffd_change_protection(job->uffd, b->ref.host + s * hps, len,
                                false, false)) {
@@ -284,6 +292,30 @@ static void cowsnap_handle_fault(CowSnapJob *job, uint64_t addr)
     job->inflight--;
     qemu_cond_signal(&job->cond);
     qemu_mutex_unlock(&job->lock);
+}
+
+static void cowsnap_handle_fault(CowSnapJob *job, uint64_t addr)
+{
+    CowSnapSlot *slot = NULL;
+    CowSnapBlock *b;
+    uint64_t hps, hp, s, e;
+    unsigned idx;
+
+    b = cowsnap_block_of(job, addr, &idx);
+    if (!b) {
+        cowsnap_release_foreign(job, addr);
+        return;
+    }
+    hps = b->ref.host_page_size;
+    hp = (addr - (uintptr_t)b->ref.host) / hps;
+    if (qatomic_read(&job->aborting)) {
+        uffd_change_protection(job->uffd, b->ref.host + hp * hps, hps,
+                               false, false);
+        return;
+    }
+    if (cowsnap_claim(job, b, hp, &s, &e, &slot)) {
+        cowsnap_copy_claimed(job, b, idx, s, e, slot);
+    }
 }
 
 static void *cowsnap_fault_thread(void *opaque)
@@ -783,36 +815,6 @@ static bool cowsnap_protect_block(int uffd, CowSnapBlock *b, bool populate,
         return false;
     }
     return true;
-}
-
-bool cow_snapshot_write_tracking_usable(Error **errp)
-{
-    g_autoptr(GArray) refs = cowsnap_vm_blocks();
-    bool ok = true;
-    int uffd;
-
-    uffd = cowsnap_open_uffd(errp);
-    if (uffd < 0) {
-        return false;
-    }
-    for (unsigned i = 0; i < refs->len && ok; i++) {
-        CowSnapBlockRef *r = &g_array_index(refs, CowSnapBlockRef, i);
-        uint64_t ioctls = 0;
-
-        if (!r->writable) {
-            continue;
-        }
-        if (uffd_register_memory(uffd, r->host, r->used_length,
-                                 UFFDIO_REGISTER_MODE_WP, &ioctls) ||
-            !(ioctls & BIT(_UFFDIO_WRITEPROTECT))) {
-            error_setg(errp, "Write tracking is not available for RAM block "
-                       "'%s': %s", r->idstr, cowsnap_wp_hint);
-            ok = false;
-        }
-        uffd_unregister_memory(uffd, r->host, r->used_length);
-    }
-    uffd_close_fd(uffd);
-    return ok;
 }
 
 static bool cowsnap_setup_blocks(CowSnapJob *job, Error **errp)

@@ -224,23 +224,12 @@ static const char *name_of(QTestState *qts, const char *id)
     return name;
 }
 
-static void test_store_reload(void)
+/* query-checkpoints on the store make_store("tree") wrote */
+static void assert_tree_queried(QTestState *qts)
 {
-    g_autofree char *dir = make_store("tree", "");
-    g_autofree char *args = g_strdup_printf("-checkpoints dir=%s,type=standard",
-                                            dir);
-    g_autofree char *tmp = g_strdup_printf("%s/manifest.json.tmp", dir);
-    g_autofree char *other = tmp_path("other");
-    g_autofree char *out = NULL, *err = NULL, *a = NULL, *b = NULL;
-    g_autofree char *long_name = g_strnfill(100, 'x');
-    g_autofree char *too_long = g_strnfill(101, 'y');
-    QTestState *qts;
     QDict *rsp, *c;
     QList *list;
 
-    /* What a crash while replacing the manifest leaves: ignored */
-    write_file(tmp, "{ \"half\": ");
-    qts = vm_start(args);
     rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
     list = qdict_get_qlist(rsp, "return");
     g_assert_cmpint(qlist_size(list), ==, 3);
@@ -257,19 +246,34 @@ static void test_store_reload(void)
     g_assert(qdict_get_bool(c, "current"));
     g_assert(!qdict_haskey(c, "state-file-size"));
     qobject_unref(rsp);
+}
 
-    /* The tree, with Now under B */
-    out = qtest_hmp(qts, "info checkpoints");
-    a = g_strdup_printf("\nfirst  (id %s, standard, ready, ", ID_A);
-    b = g_strdup_printf("\n  second  (id %s, production, ready, ", ID_B);
+/* The same tree in "info checkpoints", with Now under B */
+static void assert_tree_shown(QTestState *qts)
+{
+    g_autofree char *out = qtest_hmp(qts, "info checkpoints");
+    g_autofree char *a = g_strdup_printf("\nfirst  (id %s, standard, ready, ",
+                                         ID_A);
+    g_autofree char *b = g_strdup_printf("\n  second  (id %s, production,"
+                                         " ready, ", ID_B);
+
     assert_contains(out, a);
     assert_contains(out, b);
     assert_contains(out, ", production, ready, 2026-");
     g_assert(strstr(out, "    Now\r\n"));
     g_assert(strstr(out, b) < strstr(out, "    Now\r\n"));
-    g_clear_pointer(&out, g_free);
+}
 
-    /* Rename by unique name, by id; an ambiguous name is refused */
+/*
+ * Rename by unique name, by id, through HMP; an ambiguous name, a name
+ * too long and an unknown checkpoint are refused.  A is renamed to
+ * @long_name, B to "hmp-name", C to "été".
+ */
+static void rename_tree(QTestState *qts, const char *long_name)
+{
+    g_autofree char *too_long = g_strnfill(101, 'y');
+    g_autofree char *out = NULL, *err = NULL;
+
     qtest_qmp_assert_success(qts,
         "{'execute': 'checkpoint-rename',"
         " 'arguments': {'checkpoint': 'first', 'name': %s}}", long_name);
@@ -286,7 +290,6 @@ static void test_store_reload(void)
                     " 'arguments': {'checkpoint': %s, 'name': %s}}",
                     ID_C, too_long);
     assert_contains(err, "at most 100 characters");
-    g_clear_pointer(&err, g_free);
     g_assert_cmpstr(name_of(qts, ID_C), ==, "été");
     out = qtest_hmp(qts, "checkpoint_rename second hmp-name");
     g_assert_cmpstr(out, ==, "");
@@ -294,6 +297,26 @@ static void test_store_reload(void)
     g_clear_pointer(&out, g_free);
     out = qtest_hmp(qts, "checkpoint_rename nosuch other");
     assert_contains(out, "no checkpoint with id or name 'nosuch'");
+}
+
+static void test_store_reload(void)
+{
+    g_autofree char *dir = make_store("tree", "");
+    g_autofree char *args = g_strdup_printf("-checkpoints dir=%s,type=standard",
+                                            dir);
+    g_autofree char *tmp = g_strdup_printf("%s/manifest.json.tmp", dir);
+    g_autofree char *other = tmp_path("other");
+    g_autofree char *err = NULL;
+    g_autofree char *long_name = g_strnfill(100, 'x');
+    QTestState *qts;
+    QDict *rsp;
+
+    /* What a crash while replacing the manifest leaves: ignored */
+    write_file(tmp, "{ \"half\": ");
+    qts = vm_start(args);
+    assert_tree_queried(qts);
+    assert_tree_shown(qts);
+    rename_tree(qts, long_name);
     g_assert(!g_file_test(tmp, G_FILE_TEST_EXISTS));
 
     /* The folder cannot change while there are checkpoints */
@@ -520,25 +543,12 @@ static char *disk_args(const char *qcow2, const char *vhdx)
         " -device virtio-blk-device,drive=d1,share-rw=on", qcow2, vhdx);
 }
 
-static void test_create(void)
+/* The create refusals of a VM with a store: they change nothing */
+static void assert_create_refusals(QTestState *qts)
 {
-    g_autofree char *dir = tmp_path("create-store");
-    g_autofree char *qcow2 = tmp_path("c0.qcow2");
-    g_autofree char *vhdx = tmp_path("c1.vhdx");
-    g_autofree char *args = NULL, *args2 = NULL, *err = NULL, *out = NULL;
-    g_autofree char *a = NULL, *b = NULL, *child0 = NULL, *child1 = NULL;
-    g_autofree char *bchild0 = NULL, *bchild1 = NULL;
-    QTestState *qts;
-    QDict *rsp, *c, *d;
-    QList *list, *disks;
+    g_autofree char *err = NULL;
+    QDict *rsp;
 
-    g_assert(mkimg(qcow2, "qcow2", 16));
-    g_assert(mkimg(vhdx, "vhdx", 16));
-    args = g_strdup_printf("%s -checkpoints dir=%s",
-                           disk_args(qcow2, vhdx), dir);
-    qts = vm_start(args);
-
-    /* Refusals change nothing */
     err = qmp_error(qts, "{'execute': 'checkpoint-create'}");
     assert_contains(err, "Production checkpoints are not implemented yet");
     g_clear_pointer(&err, g_free);
@@ -549,29 +559,24 @@ static void test_create(void)
     err = qmp_error(qts, "{'execute': 'checkpoint-create',"
                     " 'arguments': {'type': 'disabled'}}");
     assert_contains(err, "Checkpoints are disabled");
-    g_clear_pointer(&err, g_free);
     rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
     g_assert(qlist_empty(qdict_get_qlist(rsp, "return")));
     qobject_unref(rsp);
+}
 
-    /* A, then B with the default name and type */
-    a = create_and_wait(qts, "A");
-    qtest_qmp_assert_success(qts,
-        "{'execute': 'checkpoint-set-parameters',"
-        " 'arguments': {'type': 'standard'}}");
-    b = create_and_wait(qts, NULL);
+/* Checkpoint @a of the disks @qcow2 (d0) and @vhdx (d1), as queried */
+static void assert_first_checkpoint(QDict *c, const char *qcow2,
+                                    const char *vhdx)
+{
+    QList *disks = qdict_get_qlist(c, "disks");
+    QDict *d;
 
-    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
-    list = qdict_get_qlist(rsp, "return");
-    g_assert_cmpint(qlist_size(list), ==, 2);
-    c = find_checkpoint(list, a);
     g_assert_cmpstr(qdict_get_str(c, "name"), ==, "A");
     g_assert_cmpstr(qdict_get_str(c, "state"), ==, "ready");
     g_assert_cmpstr(qdict_get_str(c, "type"), ==, "standard");
     g_assert(!qdict_haskey(c, "parent"));
     g_assert(!qdict_get_bool(c, "current"));
     g_assert(qdict_get_int(c, "state-file-size") > 0);
-    disks = qdict_get_qlist(c, "disks");
     g_assert_cmpint(qlist_size(disks), ==, 2);
     d = find_disk(disks, "d0");
     g_assert_cmpstr(qdict_get_str(d, "filename"), ==, qcow2);
@@ -580,12 +585,27 @@ static void test_create(void)
     d = find_disk(disks, "d1");
     g_assert_cmpstr(qdict_get_str(d, "filename"), ==, vhdx);
     g_assert_cmpstr(qdict_get_str(d, "format"), ==, "vhdx");
+}
+
+/* A, then B (default name) under it on A's children, "Now" under B */
+static void assert_created_tree(QTestState *qts, const char *a,
+                                const char *b, const char *qcow2,
+                                const char *vhdx)
+{
+    g_autofree char *child0 = g_strdup_printf("%s/c0_%s.qcow2", tmpdir, a);
+    g_autofree char *child1 = g_strdup_printf("%s/c1_%s.avhdx", tmpdir, a);
+    g_autofree char *out = NULL;
+    QDict *rsp, *c, *d;
+    QList *list;
+
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    g_assert_cmpint(qlist_size(list), ==, 2);
+    assert_first_checkpoint(find_checkpoint(list, a), qcow2, vhdx);
     c = find_checkpoint(list, b);
     assert_contains(qdict_get_str(c, "name"), "VM - 20");
     g_assert_cmpstr(qdict_get_str(c, "parent"), ==, a);
     g_assert(qdict_get_bool(c, "current"));
-    child0 = g_strdup_printf("%s/c0_%s.qcow2", tmpdir, a);
-    child1 = g_strdup_printf("%s/c1_%s.avhdx", tmpdir, a);
     d = find_disk(qdict_get_qlist(c, "disks"), "d0");
     g_assert_cmpstr(qdict_get_str(d, "filename"), ==, child0);
     d = find_disk(qdict_get_qlist(c, "disks"), "d1");
@@ -595,25 +615,60 @@ static void test_create(void)
     out = qtest_hmp(qts, "info checkpoints");
     assert_contains(out, "\r\n  VM - 20");
     assert_contains(out, "\r\n    Now\r\n");
-    qtest_quit(qts);
+}
 
-    /* A new QEMU on the active images (B's children) gets the tree */
-    bchild0 = g_strdup_printf("%s/c0_%s.qcow2", tmpdir, b);
-    bchild1 = g_strdup_printf("%s/c1_%s.avhdx", tmpdir, b);
+/* A new QEMU on the active images (B's children) gets the tree */
+static void assert_reopened_on_children(const char *dir, const char *b)
+{
+    g_autofree char *bchild0 = g_strdup_printf("%s/c0_%s.qcow2", tmpdir, b);
+    g_autofree char *bchild1 = g_strdup_printf("%s/c1_%s.avhdx", tmpdir, b);
+    g_autofree char *disks = disk_args(bchild0, bchild1);
+    g_autofree char *args = NULL;
+    QTestState *qts;
+    QDict *rsp;
+    QList *list;
+
     g_assert(g_file_test(bchild0, G_FILE_TEST_IS_REGULAR));
     g_assert(g_file_test(bchild1, G_FILE_TEST_IS_REGULAR));
-    args2 = g_strdup_printf("%s -checkpoints dir=%s",
-                            disk_args(bchild0, bchild1), dir);
-    qts = vm_start(args2);
+    args = g_strdup_printf("%s -checkpoints dir=%s", disks, dir);
+    qts = vm_start(args);
     rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
     list = qdict_get_qlist(rsp, "return");
     g_assert_cmpint(qlist_size(list), ==, 2);
     g_assert(qdict_get_bool(find_checkpoint(list, b), "current"));
     qobject_unref(rsp);
     qtest_quit(qts);
+}
+
+static void test_create(void)
+{
+    g_autofree char *dir = tmp_path("create-store");
+    g_autofree char *qcow2 = tmp_path("c0.qcow2");
+    g_autofree char *vhdx = tmp_path("c1.vhdx");
+    g_autofree char *disks = NULL, *args = NULL, *err = NULL;
+    g_autofree char *a = NULL, *b = NULL;
+    QTestState *qts;
+
+    g_assert(mkimg(qcow2, "qcow2", 16));
+    g_assert(mkimg(vhdx, "vhdx", 16));
+    disks = disk_args(qcow2, vhdx);
+    args = g_strdup_printf("%s -checkpoints dir=%s", disks, dir);
+    qts = vm_start(args);
+    assert_create_refusals(qts);
+
+    /* A, then B with the default name and type */
+    a = create_and_wait(qts, "A");
+    qtest_qmp_assert_success(qts,
+        "{'execute': 'checkpoint-set-parameters',"
+        " 'arguments': {'type': 'standard'}}");
+    b = create_and_wait(qts, NULL);
+    assert_created_tree(qts, a, b, qcow2, vhdx);
+    qtest_quit(qts);
+
+    assert_reopened_on_children(dir, b);
 
     /* The old images do not match the store any more */
-    qts = vm_start(disk_args(qcow2, vhdx));
+    qts = vm_start(disks);
     err = qmp_error(qts, "{'execute': 'checkpoint-set-parameters',"
                     " 'arguments': {'dir': %s}}", dir);
     assert_contains(err, "expects disk 'd0' to use");
@@ -830,52 +885,42 @@ static void assert_gone(const char *path)
     }
 }
 
-static void test_apply(void)
+/*
+ * Apply A (written 0xaa) from B's "Now" (0xcc): A's disks and memory;
+ * the images written since go.  Returns the active image of d0.
+ */
+static char *apply_back(QTestState *qts, const char *dir, const char *a,
+                        const char *b)
 {
-    g_autofree char *dir = tmp_path("apply-store");
-    g_autofree char *qcow2 = tmp_path("a0.qcow2");
-    g_autofree char *vhdx = tmp_path("a1.vhdx");
-    g_autofree char *args = NULL, *err = NULL, *out = NULL;
-    g_autofree char *a = NULL, *b = NULL, *p = NULL, *h = NULL, *cur = NULL;
-    g_autofree char *b0 = NULL, *b1 = NULL, *act0 = NULL, *act1 = NULL;
-    g_autofree char *now = NULL, *pchild = NULL;
-    QTestState *qts;
-    QDict *rsp, *c;
+    g_autofree char *b0 = g_strdup_printf("%s/a0_%s.qcow2", tmpdir, b);
+    g_autofree char *b1 = g_strdup_printf("%s/a1_%s.avhdx", tmpdir, b);
+    g_autofree char *cur = NULL;
+    char *act0;
 
-    g_assert(mkimg(qcow2, "qcow2", 16));
-    g_assert(mkimg(vhdx, "vhdx", 16));
-    args = g_strdup_printf("%s -checkpoints dir=%s,type=standard",
-                           disk_args(qcow2, vhdx), dir);
-    qts = vm_start(args);
-
-    err = qmp_error(qts, "{'execute': 'checkpoint-apply',"
-                    " 'arguments': {'checkpoint': 'nosuch'}}");
-    assert_contains(err, "no checkpoint with id or name 'nosuch'");
-    g_clear_pointer(&err, g_free);
-
-    write_pattern(qts, 0xaa);
-    a = create_and_wait(qts, "A");
-    write_pattern(qts, 0xbb);
-    b = create_and_wait(qts, "B");
-    write_pattern(qts, 0xcc);
-    b0 = g_strdup_printf("%s/a0_%s.qcow2", tmpdir, b);
-    b1 = g_strdup_printf("%s/a1_%s.avhdx", tmpdir, b);
     g_assert(g_file_test(b0, G_FILE_TEST_IS_REGULAR));
-
-    /* Apply A: A's disks and memory; the images written since go */
     g_assert(!apply_and_wait(qts, "A", a, false));
     assert_run_state(qts, true);
     assert_pattern(qts, 0xaa);
     cur = current_of(qts);
     g_assert_cmpstr(cur, ==, a);
-    g_clear_pointer(&cur, g_free);
     assert_gone(b0);
     assert_gone(b1);
     act0 = active_image(dir, "d0");
     assert_contains(act0, "/a0_");
     g_assert(g_file_test(act0, G_FILE_TEST_IS_REGULAR));
+    return act0;
+}
 
-    /* Apply B, checkpointing the current state first */
+/*
+ * Apply B (0xbb), checkpointing the current state (0xdd, under A, on
+ * image @act0) first; then apply that checkpoint
+ */
+static void apply_checkpoint_first(QTestState *qts, const char *act0,
+                                   const char *a, const char *b)
+{
+    g_autofree char *p = NULL, *pchild = NULL;
+    QDict *rsp, *c;
+
     write_pattern(qts, 0xdd);
     p = apply_and_wait(qts, b, b, true);
     assert_pattern(qts, 0xbb);
@@ -895,8 +940,11 @@ static void test_apply(void)
     /* ... and that checkpoint can itself be applied */
     g_assert(!apply_and_wait(qts, p, p, false));
     assert_pattern(qts, 0xdd);
+}
 
-    /* A paused VM stays paused; resume: false keeps it stopped too */
+/* A paused VM stays paused; resume: false keeps it stopped too */
+static void apply_stopped_vm(QTestState *qts, const char *a, const char *b)
+{
     qtest_qmp_assert_success(qts, "{'execute': 'stop'}");
     g_assert(!apply_and_wait(qts, a, a, false));
     assert_run_state(qts, false);
@@ -908,8 +956,14 @@ static void test_apply(void)
     assert_run_state(qts, false);
     assert_pattern(qts, 0xbb);
     qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+}
 
-    /* HMP */
+/* checkpoint_apply -c, checkpoint_create -s and info checkpoints */
+static void apply_through_hmp(QTestState *qts)
+{
+    g_autofree char *out = NULL, *h = NULL, *now = NULL;
+    QDict *rsp;
+
     out = qtest_hmp(qts, "checkpoint_apply -c A");
     assert_contains(out, "The state before the apply is checkpoint ");
     assert_pattern(qts, 0xaa);
@@ -928,31 +982,68 @@ static void test_apply(void)
     g_clear_pointer(&out, g_free);
     out = qtest_hmp(qts, "checkpoint_apply nosuch");
     assert_contains(out, "no checkpoint with id or name 'nosuch'");
+}
+
+/*
+ * A new QEMU (@options before the disks) on the store's active images;
+ * the images' names in *@act0 and *@act1
+ */
+static QTestState *start_on_active(const char *dir, const char *options,
+                                   char **act0, char **act1)
+{
+    g_autofree char *disks = NULL, *args = NULL;
+
+    *act0 = active_image(dir, "d0");
+    *act1 = active_image(dir, "d1");
+    disks = disk_args(*act0, *act1);
+    args = g_strdup_printf("%s %s -checkpoints dir=%s", options, disks, dir);
+    return vm_start(args);
+}
+
+static void test_apply(void)
+{
+    g_autofree char *dir = tmp_path("apply-store");
+    g_autofree char *qcow2 = tmp_path("a0.qcow2");
+    g_autofree char *vhdx = tmp_path("a1.vhdx");
+    g_autofree char *disks = NULL, *args = NULL, *err = NULL;
+    g_autofree char *a = NULL, *b = NULL, *act0 = NULL, *act1 = NULL;
+    QTestState *qts;
+
+    g_assert(mkimg(qcow2, "qcow2", 16));
+    g_assert(mkimg(vhdx, "vhdx", 16));
+    disks = disk_args(qcow2, vhdx);
+    args = g_strdup_printf("%s -checkpoints dir=%s,type=standard", disks,
+                           dir);
+    qts = vm_start(args);
+
+    err = qmp_error(qts, "{'execute': 'checkpoint-apply',"
+                    " 'arguments': {'checkpoint': 'nosuch'}}");
+    assert_contains(err, "no checkpoint with id or name 'nosuch'");
+
+    write_pattern(qts, 0xaa);
+    a = create_and_wait(qts, "A");
+    write_pattern(qts, 0xbb);
+    b = create_and_wait(qts, "B");
+    write_pattern(qts, 0xcc);
+    act0 = apply_back(qts, dir, a, b);
+    apply_checkpoint_first(qts, act0, a, b);
+    g_clear_pointer(&act0, g_free);
+    apply_stopped_vm(qts, a, b);
+    apply_through_hmp(qts);
     qtest_quit(qts);
 
     /* A new QEMU on the store's active images applies B */
-    g_clear_pointer(&act0, g_free);
-    act0 = active_image(dir, "d0");
-    act1 = active_image(dir, "d1");
-    g_clear_pointer(&args, g_free);
-    args = g_strdup_printf("%s -checkpoints dir=%s",
-                           disk_args(act0, act1), dir);
-    qts = vm_start(args);
+    qts = start_on_active(dir, "", &act0, &act1);
     g_assert(!apply_and_wait(qts, "B", b, false));
     assert_pattern(qts, 0xbb);
     assert_gone(act0);
     assert_gone(act1);
     qtest_quit(qts);
-
-    /* ... and so does one started with -S, which stays stopped */
     g_clear_pointer(&act0, g_free);
     g_clear_pointer(&act1, g_free);
-    act0 = active_image(dir, "d0");
-    act1 = active_image(dir, "d1");
-    g_clear_pointer(&args, g_free);
-    args = g_strdup_printf("-S %s -checkpoints dir=%s",
-                           disk_args(act0, act1), dir);
-    qts = vm_start(args);
+
+    /* ... and so does one started with -S, which stays stopped */
+    qts = start_on_active(dir, "-S", &act0, &act1);
     g_assert(!apply_and_wait(qts, "A", a, false));
     assert_run_state(qts, false);
     assert_pattern(qts, 0xaa);

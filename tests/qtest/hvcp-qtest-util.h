@@ -10,21 +10,22 @@
 #include "libqtest.h"
 #include "qobject/qdict.h"
 
-/* Run a QMP command expected to fail; returns its error description */
+/*
+ * Run a QMP command expected to fail (libqtest asserts it and prints
+ * the response when it succeeds); returns its error description
+ */
 static inline char * G_GNUC_PRINTF(2, 3)
 qmp_error(QTestState *qts, const char *fmt, ...)
 {
     va_list ap;
-    QDict *rsp, *err;
+    QDict *err;
     char *desc;
 
     va_start(ap, fmt);
-    rsp = qtest_vqmp(qts, fmt, ap);
+    err = qtest_vqmp_assert_failure_ref(qts, fmt, ap);
     va_end(ap);
-    g_assert(qdict_haskey(rsp, "error"));
-    err = qdict_get_qdict(rsp, "error");
     desc = g_strdup(qdict_get_str(err, "desc"));
-    qobject_unref(rsp);
+    qobject_unref(err);
     return desc;
 }
 
