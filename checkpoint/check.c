@@ -27,7 +27,6 @@
 #include "block/block_int-common.h"
 #include "block/block-global-state.h"
 #include "block/graph-lock.h"
-#include "../block/vhdx-diff/vhdx-diff.h"
 #include "checkpoint.h"
 
 /* What one image file is, as far as the check needs it */
@@ -40,12 +39,10 @@ typedef struct CheckImage {
     char *backing_name;     /* the parent as the image names it, or NULL */
     char *backing;          /* the parent's full file name, or NULL */
     char *backing_fmt;
-    bool vhdx_child;        /* a differencing vhdx: linkage is valid */
-    MSGUID linkage;
-    MSGUID linkage2;
-    bool has_linkage2;
-    bool has_guid;          /* a vhdx whose DataWriteGuid was read */
-    MSGUID guid;
+    /* vhdx, from the driver's format-specific information: */
+    char *guid;             /* its DataWriteGuid, or NULL */
+    char *linkage;          /* a differencing image's parent linkage */
+    char *linkage2;         /* ... and the one announced, or NULL */
 } CheckImage;
 
 typedef struct CheckCtx {
@@ -59,55 +56,39 @@ typedef struct CheckCtx {
     bool now_lost;
 } CheckCtx;
 
-static void image_free(gpointer p)
+static void check_image_free(CheckImage *img)
 {
-    CheckImage *img = p;
-
     g_free(img->filename);
     g_free(img->format);
     g_free(img->error);
     g_free(img->backing_name);
     g_free(img->backing);
     g_free(img->backing_fmt);
+    g_free(img->guid);
+    g_free(img->linkage);
+    g_free(img->linkage2);
     g_free(img);
 }
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CheckImage, check_image_free)
 
-/*
- * One name per file: the real path, or for a file that does not exist
- * the real path of its folder and its base name
- */
-/* Open @filename alone (no backing chain); read-only images share all */
-static BlockDriverState *open_alone(const char *filename, const char *fmt,
-                                    bool writable, Error **errp)
+static void image_free(gpointer p)
 {
-    QDict *opts = qdict_new();
-
-    qdict_put_str(opts, "driver", fmt);
-    qdict_put_null(opts, "backing");
-    if (!writable) {
-        qdict_put_bool(opts, BDRV_OPT_FORCE_SHARE, true);
-    }
-    /* The flag too: the vhdx driver looks for it, not for the option */
-    return bdrv_open(filename, NULL, opts,
-                     BDRV_O_NO_BACKING | (writable ? BDRV_O_RDWR : 0), errp);
+    check_image_free(p);
 }
 
-/* The DataWriteGuid in the current header of vhdx file @filename */
-static bool read_vhdx_guid(const char *filename, MSGUID *guid)
+/* What the vhdx driver says of the image of @bs */
+static void read_vhdx_info(CheckImage *img, BlockDriverState *bs)
 {
-    VHDXHeader header;
-    bool ok;
-    int fd = qemu_open(filename, O_RDONLY, NULL);
+    g_autoptr(ImageInfoSpecific) spec = bdrv_get_specific_info(bs, NULL);
+    ImageInfoSpecificVhdx *info;
 
-    if (fd < 0) {
-        return false;
+    if (!spec || spec->type != IMAGE_INFO_SPECIFIC_KIND_VHDX) {
+        return;
     }
-    ok = vhdx_diff_read_current_header(fd, &header);
-    qemu_close(fd);
-    if (ok) {
-        *guid = header.data_write_guid;
-    }
-    return ok;
+    info = spec->u.vhdx.data;
+    img->guid = g_strdup(info->data_write_guid);
+    img->linkage = g_strdup(info->parent_linkage);
+    img->linkage2 = g_strdup(info->parent_linkage2);
 }
 
 static void read_node(CheckImage *img, BlockDriverState *bs)
@@ -126,16 +107,7 @@ static void read_node(CheckImage *img, BlockDriverState *bs)
             img->backing_fmt = g_strdup(bs->backing_format);
         }
     }
-    if (!strcmp(bs->drv->format_name, "vhdx")) {
-        BDRVVHDXState *s = bs->opaque;
-
-        if (vhdx_diff_is_child(s) && s->diff && s->diff->locator) {
-            img->vhdx_child = true;
-            img->linkage = s->diff->locator->linkage;
-            img->linkage2 = s->diff->locator->linkage2;
-            img->has_linkage2 = s->diff->locator->has_linkage2;
-        }
-    }
+    read_vhdx_info(img, bs);
 }
 
 /* What image @filename of format @fmt is; looked at once per check */
@@ -165,7 +137,7 @@ static CheckImage *scan_image(CheckCtx *ctx, const char *filename,
     if (bs) {
         bdrv_ref(bs);
     } else {
-        bs = open_alone(filename, fmt, false, &local_err);
+        bs = checkpoint_open_alone(filename, fmt, false, &local_err);
         if (!bs) {
             img->error = g_strdup(error_get_pretty(local_err));
             error_free(local_err);
@@ -174,9 +146,6 @@ static CheckImage *scan_image(CheckCtx *ctx, const char *filename,
     }
     read_node(img, bs);
     bdrv_unref(bs);
-    if (!strcmp(fmt, "vhdx")) {
-        img->has_guid = read_vhdx_guid(filename, &img->guid);
-    }
     return img;
 }
 
@@ -232,13 +201,13 @@ static CheckpointManifestDisk *disk_of(CheckpointManifestDiskList *l,
 /* Does vhdx child @c link to the current DataWriteGuid of @p? */
 static bool linked_to(CheckImage *c, CheckImage *p)
 {
-    return guid_eq(p->guid, c->linkage) ||
-           (c->has_linkage2 && guid_eq(p->guid, c->linkage2));
+    return !g_strcmp0(p->guid, c->linkage) ||
+           !g_strcmp0(p->guid, c->linkage2);
 }
 
 static bool vhdx_link_broken(CheckImage *c, CheckImage *p)
 {
-    return c->vhdx_child && p->exists && !p->error && p->has_guid &&
+    return c->linkage && p->exists && !p->error && p->guid &&
            !linked_to(c, p);
 }
 
@@ -247,14 +216,12 @@ static void check_link(CheckCtx *ctx, const char *id, const char *device,
                        CheckImage *c, CheckImage *p)
 {
     if (vhdx_link_broken(c, p)) {
-        g_autofree char *want = vhdx_guid_format(&c->linkage);
-        g_autofree char *have = vhdx_guid_format(&p->guid);
-
         report(ctx, id, device, c->filename,
                CHECKPOINT_PROBLEM_KIND_PARENT_CHANGED,
                "'%s' is linked to a parent with DataWriteGuid %s, but its"
                " parent '%s' has %s: the parent was written after the"
-               " child was made", c->filename, want, p->filename, have);
+               " child was made", c->filename, c->linkage, p->filename,
+               p->guid);
     }
     if (c->size >= 0 && p->size >= 0 && c->size != p->size) {
         report(ctx, id, device, c->filename,
@@ -609,7 +576,7 @@ static CheckImage *scan_new_parent(CheckImage *c, CheckpointRelink *rl,
     BlockDriverState *bs;
     CheckImage *p;
 
-    bs = open_alone(rl->parent, c->format, false, &local_err);
+    bs = checkpoint_open_alone(rl->parent, c->format, false, &local_err);
     if (!bs) {
         error_setg(errp, "relink: cannot open the new parent '%s' of"
                    " '%s' as %s: %s", rl->parent, rl->filename,
@@ -618,12 +585,9 @@ static CheckImage *scan_new_parent(CheckImage *c, CheckpointRelink *rl,
         return NULL;
     }
     p = g_new0(CheckImage, 1);
-    p->filename = rl->parent;
+    p->filename = g_strdup(rl->parent);
     read_node(p, bs);
     bdrv_unref(bs);
-    g_free(p->backing_name);
-    g_free(p->backing);
-    g_free(p->backing_fmt);
     return p;
 }
 
@@ -636,7 +600,7 @@ static bool new_parent_acceptable(CheckCtx *ctx, CheckImage *c,
                                   CheckpointRelink *rl, strList *reconnect,
                                   Error **errp)
 {
-    g_autofree CheckImage *p = scan_new_parent(c, rl, errp);
+    g_autoptr(CheckImage) p = scan_new_parent(c, rl, errp);
     const char *old_identity;
 
     if (!p) {
@@ -651,16 +615,13 @@ static bool new_parent_acceptable(CheckCtx *ctx, CheckImage *c,
     if (in_list(reconnect, rl->parent)) {
         return true;
     }
-    if (!strcmp(c->format, "vhdx")) {
-        p->has_guid = read_vhdx_guid(rl->parent, &p->guid);
-        if (c->vhdx_child && p->has_guid && !linked_to(c, p)) {
-            error_setg(errp, "relink: '%s' is not the parent '%s' was"
-                       " made from (its DataWriteGuid differs from the"
-                       " one the child is linked to); list it in"
-                       " reconnect as well to accept it", rl->parent,
-                       rl->filename);
-            return false;
-        }
+    if (c->linkage && p->guid && !linked_to(c, p)) {
+        error_setg(errp, "relink: '%s' is not the parent '%s' was"
+                   " made from (its DataWriteGuid differs from the"
+                   " one the child is linked to); list it in"
+                   " reconnect as well to accept it", rl->parent,
+                   rl->filename);
+        return false;
     }
     /* The moved file is recorded under its old name */
     old_identity = moved_identity_changed(ctx->m, c->backing,
@@ -701,7 +662,8 @@ static GPtrArray *unlinked_children(CheckCtx *ctx, CheckImage *p)
     g_hash_table_iter_init(&iter, ctx->images);
     while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&c)) {
         if (c->exists && !c->error && c->backing &&
-            checkpoint_same_path(c->backing, p->filename) && vhdx_link_broken(c, p)) {
+            checkpoint_same_path(c->backing, p->filename) &&
+            vhdx_link_broken(c, p)) {
             g_ptr_array_add(out, c);
         }
     }
@@ -767,7 +729,7 @@ static bool check_reconnect(CheckCtx *ctx, strList *reconnect,
 static bool change_parent(const char *filename, const char *fmt,
                           const char *parent_name, Error **errp)
 {
-    BlockDriverState *bs = open_alone(filename, fmt, true, errp);
+    BlockDriverState *bs = checkpoint_open_alone(filename, fmt, true, errp);
     int ret;
 
     if (!bs) {

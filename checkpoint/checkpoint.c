@@ -24,7 +24,7 @@
 #include "system/block-backend.h"
 #include "hw/qdev-core.h"
 #include "migration/misc.h"
-#include "../migration/cow-snapshot/cow-snapshot.h"
+#include "migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
 
 QemuOptsList qemu_checkpoints_opts = {
@@ -207,6 +207,22 @@ CheckpointParameters *qmp_query_checkpoint_parameters(Error **errp)
     p->dir = g_strdup(checkpoint_store_dir());
     p->type = ckpt.type;
     return p;
+}
+
+BlockDriverState *checkpoint_open_alone(const char *filename,
+                                        const char *fmt, bool writable,
+                                        Error **errp)
+{
+    QDict *opts = qdict_new();
+
+    qdict_put_str(opts, "driver", fmt);
+    qdict_put_null(opts, "backing");
+    if (!writable) {
+        qdict_put_bool(opts, BDRV_OPT_FORCE_SHARE, true);
+    }
+    /* The flag too: the vhdx driver looks for it, not for the option */
+    return bdrv_open(filename, NULL, opts,
+                     BDRV_O_NO_BACKING | (writable ? BDRV_O_RDWR : 0), errp);
 }
 
 BlockDriverState *checkpoint_find_image(const char *filename)

@@ -199,6 +199,15 @@ bool checkpoint_same_path(const char *a, const char *b);
 BlockDriverState *checkpoint_find_image(const char *filename);
 
 /*
+ * Open image @filename of format @fmt alone, without its backing chain
+ * (writable or read-only; read-only, it shares everything, so that an
+ * image another process has open can be looked at)
+ */
+BlockDriverState *checkpoint_open_alone(const char *filename,
+                                        const char *fmt, bool writable,
+                                        Error **errp);
+
+/*
  * "<dir>/<disk>_<id>.<ext>" for the parent "<dir>/<disk>.<anything>" or
  * "<dir>/<disk>_<older id>.<anything>": differencing images are named
  * after their disk, as Hyper-V names its AVHDX files

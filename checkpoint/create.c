@@ -28,7 +28,7 @@
 #include "system/block-backend.h"
 #include "system/runstate.h"
 #include "system/system.h"
-#include "../migration/cow-snapshot/cow-snapshot.h"
+#include "migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
 
 typedef struct CheckpointCreateJob {

@@ -24,7 +24,6 @@
 #include "block/block_int-io.h"
 #include "block/block-global-state.h"
 #include "system/block-backend.h"
-#include "../block/vhdx-diff/vhdx-diff.h"
 #include "checkpoint.h"
 
 /* Backing chains longer than this are refused (and loops with them) */
@@ -334,12 +333,11 @@ static BlockDriverState *open_chain(const char *filename, const char *fmt,
  * The child of a create, with no backing yet (blockdev-snapshot puts
  * it on the disk's node).  A vhdx child records its parent's
  * DataWriteGuid, which the parent's first write since it was opened
- * changes: settle it first.
+ * changes: the driver settles what the child records first.
  */
 static bool make_snapshot_child(CheckpointDisk *d, Error **errp)
 {
-    if (!strcmp(d->format, "vhdx") &&
-        vhdx_diff_settle_data_write_guid(d->bs, errp) < 0) {
+    if (bdrv_settle_for_child(d->bs, errp) < 0) {
         return false;
     }
     d->child_bs = checkpoint_make_child(d->child, d->parent, d->format,

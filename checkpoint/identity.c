@@ -9,37 +9,56 @@
  * frozen images, so that an apply can tell an image that changed
  * behind its back (a block-commit, a qemu-img commit while QEMU was
  * down) from the one it froze.  MS-VHDX gives vhdx a DataWriteGuid
- * that every write session changes; qcow2 has nothing of the kind, so
+ * that every write session changes (the driver reports it in its
+ * format-specific information); qcow2 has nothing of the kind, so
  * its identity is the file's modification time and size, taken once
  * nothing writes to it any more.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "../block/vhdx-diff/vhdx-diff.h"
+#include "qapi/qapi-types-block-core.h"
+#include "block/block-global-state.h"
+#include "block/block-io.h"
+#include "block/graph-lock.h"
 #include "checkpoint.h"
 
 #define IDENTITY_VHDX_PREFIX "vhdx-data-write-guid:"
 
+/*
+ * The DataWriteGuid of vhdx image @filename, as the driver reports it:
+ * from the VM's node when the VM has the image open (the file is
+ * locked, and the node knows the GUID it took), else from the image
+ * opened alone, read-only
+ */
 static char *vhdx_identity(const char *filename, Error **errp)
 {
-    g_autofree char *guid = NULL;
-    VHDXHeader header;
-    int fd;
-    bool ok;
+    g_autoptr(ImageInfoSpecific) spec = NULL;
+    BlockDriverState *bs = checkpoint_find_image(filename);
+    Error *local_err = NULL;
 
-    fd = qemu_open(filename, O_RDONLY, errp);
-    if (fd < 0) {
+    if (bs) {
+        bdrv_ref(bs);
+    } else {
+        bs = checkpoint_open_alone(filename, "vhdx", false, errp);
+        if (!bs) {
+            return NULL;
+        }
+    }
+    bdrv_graph_rdlock_main_loop();
+    spec = bdrv_get_specific_info(bs, &local_err);
+    bdrv_graph_rdunlock_main_loop();
+    bdrv_unref(bs);
+    if (local_err) {
+        error_propagate(errp, local_err);
         return NULL;
     }
-    ok = vhdx_diff_read_current_header(fd, &header);
-    close(fd);
-    if (!ok) {
-        error_setg(errp, "'%s' has no valid VHDX header", filename);
+    if (!spec || spec->type != IMAGE_INFO_SPECIFIC_KIND_VHDX) {
+        error_setg(errp, "'%s' reports no VHDX DataWriteGuid", filename);
         return NULL;
     }
-    guid = vhdx_guid_format(&header.data_write_guid);
-    return g_strconcat(IDENTITY_VHDX_PREFIX, guid, NULL);
+    return g_strconcat(IDENTITY_VHDX_PREFIX,
+                       spec->u.vhdx.data->data_write_guid, NULL);
 }
 
 static char *file_identity(const char *filename, Error **errp)

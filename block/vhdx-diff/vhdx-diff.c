@@ -650,6 +650,10 @@ int vhdx_diff_settle_data_write_guid(BlockDriverState *bs, Error **errp)
 
     GLOBAL_STATE_CODE();
     assert(!strcmp(bs->drv->format_name, "vhdx"));
+    if (bdrv_is_read_only(bs)) {
+        /* Nothing writes to it: its DataWriteGuid stays as it is */
+        return 0;
+    }
     /* A guest write in flight may be giving it a new one right now */
     bdrv_drained_begin(bs);
     bdrv_graph_rdlock_main_loop();
@@ -661,4 +665,25 @@ int vhdx_diff_settle_data_write_guid(BlockDriverState *bs, Error **errp)
                          bs->filename);
     }
     return ret;
+}
+
+ImageInfoSpecific * GRAPH_RDLOCK
+vhdx_diff_get_specific_info(BlockDriverState *bs, Error **errp)
+{
+    BDRVVHDXState *s = bs->opaque;
+    ImageInfoSpecific *spec = g_new0(ImageInfoSpecific, 1);
+    ImageInfoSpecificVhdx *info = g_new0(ImageInfoSpecificVhdx, 1);
+    VHDXParentLocator *loc = s->diff ? s->diff->locator : NULL;
+
+    spec->type = IMAGE_INFO_SPECIFIC_KIND_VHDX;
+    spec->u.vhdx.data = info;
+    info->data_write_guid =
+        vhdx_guid_format(&s->headers[s->curr_header]->data_write_guid);
+    if (vhdx_diff_is_child(s) && loc) {
+        info->parent_linkage = vhdx_guid_format(&loc->linkage);
+        if (loc->has_linkage2) {
+            info->parent_linkage2 = vhdx_guid_format(&loc->linkage2);
+        }
+    }
+    return spec;
 }

@@ -195,6 +195,13 @@ void vhdx_diff_close(BDRVVHDXState *s);
  */
 int vhdx_diff_settle_data_write_guid(BlockDriverState *bs, Error **errp);
 
+/*
+ * BlockDriver.bdrv_get_specific_info: the DataWriteGuid, and for a
+ * differencing image the parent linkage, as "{xxxxxxxx-...}" strings
+ */
+ImageInfoSpecific * GRAPH_RDLOCK
+vhdx_diff_get_specific_info(BlockDriverState *bs, Error **errp);
+
 /* check.c */
 int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_check(BlockDriverState *bs, BdrvCheckResult *result,

@@ -18,7 +18,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "../../block/vhdx-diff/vhdx-diff.h"
+#include "block/vhdx-diff/vhdx-diff.h"
 
 #include "fuzz.h"
 

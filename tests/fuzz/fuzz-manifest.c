@@ -29,7 +29,7 @@
 #include "qapi/qobject-output-visitor.h"
 #include "qobject/qjson.h"
 #include "qobject/qobject.h"
-#include "../../checkpoint/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 #include "fuzz.h"
 

@@ -39,14 +39,14 @@
 /* common.c with its two questions to the VM renamed away (unused) */
 #define cowsnap_vm_blocks hvcp_fuzz_unused_vm_blocks
 #define cowsnap_machine_type hvcp_fuzz_unused_machine_type
-#include "../../migration/cow-snapshot/common.c"
+#include "migration/cow-snapshot/common.c"
 #undef cowsnap_vm_blocks
 #undef cowsnap_machine_type
 
 GArray *cowsnap_vm_blocks(void);
 const char *cowsnap_machine_type(void);
 
-#include "../../migration/cow-snapshot/load.c"
+#include "migration/cow-snapshot/load.c"
 
 #include "fuzz.h"
 

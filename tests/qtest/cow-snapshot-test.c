@@ -18,7 +18,7 @@
 #include "libqtest.h"
 #include "hvcp-qtest-util.h"
 #include "qobject/qdict.h"
-#include "../../migration/cow-snapshot/format.h"
+#include "migration/cow-snapshot/format.h"
 
 #define MiB (1024 * 1024)
 
