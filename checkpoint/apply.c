@@ -25,17 +25,20 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/coroutine.h"
 #include "qemu/error-report.h"
+#include "qemu/job.h"
 #include "qemu/main-loop.h"
 #include "qemu/uuid.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-checkpoint.h"
 #include "qapi/qapi-events-checkpoint.h"
+#include "block/aio.h"
 #include "block/aio-wait.h"
 #include "system/block-backend.h"
 #include "system/runstate.h"
 #include "system/system.h"
-#include "../migration/cow-snapshot/cow-snapshot.h"
+#include "migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
 
 static bool applying;
@@ -156,32 +159,6 @@ static bool apply_allowed(CheckpointManifestEntry *e, Error **errp)
     return true;
 }
 
-/*
- * Take a standard checkpoint of the current state, with the VM stopped,
- * and wait until its memory is saved.  Returns its id.
- */
-static char *checkpoint_current_state(Error **errp)
-{
-    CheckpointManifestEntry *e;
-    char *id;
-
-    id = checkpoint_create_start(NULL, NULL, errp);
-    if (!id) {
-        error_prepend(errp, "Cannot checkpoint the current state first: ");
-        return NULL;
-    }
-    /* The save ends in a bottom half of the main context */
-    AIO_WAIT_WHILE(NULL, checkpoint_create_busy());
-    e = checkpoint_store_find(id, NULL);
-    if (!e || e->state != CHECKPOINT_STATE_READY) {
-        error_setg(errp, "Cannot checkpoint the current state first: %s",
-                   checkpoint_create_last_error() ?: "its memory save failed");
-        g_free(id);
-        return NULL;
-    }
-    return id;
-}
-
 /* How far apply_stopped() got */
 typedef enum ApplyOutcome {
     APPLY_FAILED,           /* before the commit point: nothing changed */
@@ -262,106 +239,244 @@ static bool state_to_load(CheckpointManifestEntry *e, char **state,
     return true;
 }
 
-/*
- * Stop the vCPUs and make the children of checkpoint @target: with
- * @checkpoint_first, the current state is checkpointed first (its id in
- * *@first_id), with the VM stopped so that nothing changes between that
- * state and the apply; otherwise the children are made while the VM
- * runs, and the pause is only the switch and the load.  Returns
- * @target's entry.
- */
-static CheckpointManifestEntry *stop_and_prepare(const char *target,
-                                                 GPtrArray *disks,
-                                                 bool checkpoint_first,
-                                                 char **first_id,
-                                                 Error **errp)
-{
-    CheckpointManifestEntry *e;
-    bool was_running = runstate_is_running();
+/* An apply, from its checks to its end: what its phases share */
+typedef struct CheckpointApply {
+    char *target;               /* id of the checkpoint applied */
+    GPtrArray *disks;
+    char *state;                /* its state file (standard) */
+    char *first_id;             /* the checkpoint taken first, if any */
+    bool was_running;
+    bool resume;
+} CheckpointApply;
 
-    if (checkpoint_first) {
-        if (was_running) {
-            vm_stop(RUN_STATE_PAUSED);
-        }
-        *first_id = checkpoint_current_state(errp);
-        e = *first_id ? checkpoint_store_find(target, errp) : NULL;
-        if (!e || !prepare_children(e, disks, errp)) {
-            return NULL;
-        }
-        return e;
+static void checkpoint_apply_free(CheckpointApply *a)
+{
+    g_free(a->target);
+    if (a->disks) {
+        g_ptr_array_unref(a->disks);
     }
-    e = checkpoint_store_find(target, errp);
-    if (!e || !prepare_children(e, disks, errp)) {
-        return NULL;
+    g_free(a->state);
+    g_free(a->first_id);
+    g_free(a);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CheckpointApply, checkpoint_apply_free)
+
+/* The apply ends without a change: the VM goes on as before */
+static void apply_abandon(CheckpointApply *a)
+{
+    applying = false;
+    if (a->was_running && !runstate_is_running()) {
+        vm_start();
     }
-    if (was_running) {
-        vm_stop(RUN_STATE_PAUSED);
-    }
-    return e;
 }
 
-CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
-                                            bool has_checkpoint_first,
-                                            bool checkpoint_first,
-                                            bool has_resume, bool resume,
-                                            Error **errp)
+/*
+ * The checks, then, with @checkpoint_first, the start of a standard
+ * checkpoint of the current state, with the VM stopped so that nothing
+ * changes between that state and the apply (its memory is saved in the
+ * background: apply_finish() comes once it is).
+ */
+static CheckpointApply *apply_begin(const char *checkpoint,
+                                    bool checkpoint_first, bool has_resume,
+                                    bool resume, Error **errp)
 {
-    g_autoptr(GPtrArray) disks = NULL;
-    g_autofree char *state = NULL, *child_id = NULL, *first_id = NULL;
-    g_autofree char *target = NULL;
+    g_autoptr(CheckpointApply) a = g_new0(CheckpointApply, 1);
+    g_autofree char *child_id = NULL;
     CheckpointManifestEntry *e;
-    CheckpointApplyResult *ret;
-    ApplyOutcome outcome;
     QemuUUID uuid;
-    bool was_running = runstate_is_running();
 
     checkpoint_settle();
     e = checkpoint_store_find(checkpoint, errp);
-    if (!e || !apply_allowed(e, errp) || !state_to_load(e, &state, errp)) {
+    if (!e || !apply_allowed(e, errp) ||
+        !state_to_load(e, &a->state, errp)) {
         return NULL;
     }
-    target = g_strdup(e->id);
+    a->target = g_strdup(e->id);
     qemu_uuid_generate(&uuid);
     child_id = qemu_uuid_unparse_strdup(&uuid);
-    disks = checkpoint_disks_plan_apply(e, child_id, errp);
-    if (!disks) {
+    a->disks = checkpoint_disks_plan_apply(e, child_id, errp);
+    if (!a->disks) {
         return NULL;
     }
-    if (!has_resume) {
-        resume = was_running && e->type == CHECKPOINT_TYPE_STANDARD;
-    }
-
+    a->was_running = runstate_is_running();
+    a->resume = has_resume ? resume :
+                a->was_running && e->type == CHECKPOINT_TYPE_STANDARD;
     applying = true;
-    e = stop_and_prepare(target, disks,
-                         has_checkpoint_first && checkpoint_first,
-                         &first_id, errp);
-    outcome = e ? apply_stopped(e, disks, state, errp) : APPLY_FAILED;
-    if (outcome == APPLY_FAILED) {
-        applying = false;
-        if (e) {
-            checkpoint_disks_remove_children(disks);
-            checkpoint_store_end_operation();
+    if (checkpoint_first) {
+        if (a->was_running) {
+            vm_stop(RUN_STATE_PAUSED);
         }
-        /* Nothing changed: the VM goes on as before */
-        if (was_running && !runstate_is_running()) {
-            vm_start();
+        a->first_id = checkpoint_create_start(NULL, NULL, errp);
+        if (!a->first_id) {
+            error_prepend(errp, "Cannot checkpoint the current state"
+                          " first: ");
+            apply_abandon(a);
+            return NULL;
         }
+    }
+    return g_steal_pointer(&a);
+}
+
+/*
+ * The checkpoint taken first has ended (its memory save ran in the
+ * background): is it ready?  Then @a's target, else NULL.
+ */
+static CheckpointManifestEntry *target_after_first(CheckpointApply *a,
+                                                   Error **errp)
+{
+    CheckpointManifestEntry *e = checkpoint_store_find(a->first_id, NULL);
+
+    if (!e || e->state != CHECKPOINT_STATE_READY) {
+        error_setg(errp, "Cannot checkpoint the current state first: %s",
+                   checkpoint_create_last_error() ?: "its memory save failed");
         return NULL;
+    }
+    return checkpoint_store_find(a->target, errp);
+}
+
+/*
+ * Make the children (while the VM runs, unless checkpoint-first stopped
+ * it already), stop the vCPUs, switch, commit and load.  Main loop, not
+ * in a coroutine; the memory save of checkpoint-first has ended.
+ */
+static bool apply_finish(CheckpointApply *a, Error **errp)
+{
+    CheckpointManifestEntry *e;
+    ApplyOutcome outcome;
+
+    e = a->first_id ? target_after_first(a, errp)
+                    : checkpoint_store_find(a->target, errp);
+    if (!e || !prepare_children(e, a->disks, errp)) {
+        apply_abandon(a);
+        return false;
+    }
+    if (runstate_is_running()) {
+        vm_stop(RUN_STATE_PAUSED);
+    }
+    outcome = apply_stopped(e, a->disks, a->state, errp);
+    if (outcome == APPLY_FAILED) {
+        checkpoint_disks_remove_children(a->disks);
+        checkpoint_store_end_operation();
+        apply_abandon(a);
+        return false;
     }
     if (outcome == APPLY_DONE) {
-        qapi_event_send_checkpoint_applied(target);
-        if (resume) {
+        qapi_event_send_checkpoint_applied(a->target);
+        if (a->resume) {
             vm_start();
         }
     }
     /* Once the command has returned (or when the next one starts) */
     applying = false;
-    checkpoint_defer(remove_stale, g_steal_pointer(&disks));
+    checkpoint_defer(remove_stale, g_steal_pointer(&a->disks));
     aio_bh_schedule_oneshot(qemu_get_aio_context(), remove_stale_bh, NULL);
-    if (outcome == APPLY_LOAD_FAILED) {
+    return outcome == APPLY_DONE;
+}
+
+/* checkpoint-apply with a job-id: the phases after the checks */
+typedef struct CheckpointApplyJob {
+    Job common;
+    CheckpointApply *apply;
+    Coroutine *co;
+    bool ok;
+    Error *err;
+} CheckpointApplyJob;
+
+/* apply_finish() (or the abandon of a cancelled job) in the main loop */
+static void apply_job_bh(void *opaque)
+{
+    CheckpointApplyJob *s = opaque;
+
+    if (job_is_cancelled(&s->common)) {
+        apply_abandon(s->apply);
+        error_setg(&s->err, "The apply was cancelled");
+        s->ok = false;
+    } else {
+        s->ok = apply_finish(s->apply, &s->err);
+    }
+    aio_co_wake(s->co);
+}
+
+static int coroutine_fn apply_job_run(Job *job, Error **errp)
+{
+    CheckpointApplyJob *s = container_of(job, CheckpointApplyJob, common);
+
+    job_progress_set_remaining(job, 1);
+    /* checkpoint-first: its memory save ends in the main loop */
+    while (checkpoint_create_busy() && !job_is_cancelled(job)) {
+        job_sleep_ns(job, 10 * SCALE_MS);
+    }
+    /* As snapshot-load: the switch and the load run outside coroutines */
+    s->co = qemu_coroutine_self();
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), apply_job_bh, s);
+    qemu_coroutine_yield();
+    if (!s->ok) {
+        error_propagate(errp, s->err);
+        s->err = NULL;
+        return -EIO;
+    }
+    job_progress_update(job, 1);
+    return 0;
+}
+
+static void apply_job_free(Job *job)
+{
+    CheckpointApplyJob *s = container_of(job, CheckpointApplyJob, common);
+
+    if (s->apply) {
+        checkpoint_apply_free(s->apply);
+    }
+    error_free(s->err);
+}
+
+static const JobDriver checkpoint_apply_job_driver = {
+    .instance_size = sizeof(CheckpointApplyJob),
+    .job_type      = JOB_TYPE_CHECKPOINT_APPLY,
+    .run           = apply_job_run,
+    .free          = apply_job_free,
+};
+
+CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
+                                            bool has_checkpoint_first,
+                                            bool checkpoint_first,
+                                            bool has_resume, bool resume,
+                                            const char *job_id,
+                                            Error **errp)
+{
+    g_autoptr(CheckpointApply) a = NULL;
+    CheckpointApplyResult *ret;
+    CheckpointApplyJob *s;
+    Job *job = NULL;
+
+    if (job_id) {
+        job = job_create(job_id, &checkpoint_apply_job_driver, NULL,
+                         qemu_get_aio_context(), JOB_DEFAULT, NULL, NULL,
+                         errp);
+        if (!job) {
+            return NULL;
+        }
+    }
+    a = apply_begin(checkpoint, has_checkpoint_first && checkpoint_first,
+                    has_resume, resume, errp);
+    if (!a) {
+        if (job) {
+            job_early_fail(job);
+        }
         return NULL;
     }
     ret = g_new0(CheckpointApplyResult, 1);
-    ret->created = g_steal_pointer(&first_id);
+    ret->created = g_strdup(a->first_id);
+    if (job) {
+        s = container_of(job, CheckpointApplyJob, common);
+        s->apply = g_steal_pointer(&a);
+        job_start(job);
+        return ret;
+    }
+    /* Without a job: the save ends in a bottom half of the main context */
+    AIO_WAIT_WHILE(NULL, checkpoint_create_busy());
+    if (!apply_finish(a, errp)) {
+        qapi_free_CheckpointApplyResult(ret);
+        return NULL;
+    }
     return ret;
 }

@@ -135,7 +135,7 @@ void hmp_checkpoint_apply(Monitor *mon, const QDict *qdict)
     Error *err = NULL;
 
     r = qmp_checkpoint_apply(qdict_get_str(qdict, "checkpoint"), first, first,
-                             false, false, &err);
+                             false, false, NULL, &err);
     if (hmp_handle_error(mon, err)) {
         return;
     }

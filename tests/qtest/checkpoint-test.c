@@ -1052,6 +1052,96 @@ static void test_apply(void)
     qtest_quit(qts);
 }
 
+/* Wait until job @id has concluded */
+static void wait_job_concluded(QTestState *qts, const char *id)
+{
+    for (;;) {
+        QDict *ev = qtest_qmp_eventwait_ref(qts, "JOB_STATUS_CHANGE");
+        QDict *data = qdict_get_qdict(ev, "data");
+        bool done = !strcmp(qdict_get_str(data, "id"), id) &&
+                    !strcmp(qdict_get_str(data, "status"), "concluded");
+
+        qobject_unref(ev);
+        if (done) {
+            return;
+        }
+    }
+}
+
+/*
+ * checkpoint-apply with a job-id returns once the checks passed; the
+ * job "apply0" applies checkpoint @key (@id) and concludes
+ */
+static char *apply_as_job(QTestState *qts, const char *key, const char *id,
+                          bool first)
+{
+    QDict *rsp, *ev;
+    char *created = NULL;
+
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'checkpoint-apply',"
+              " 'arguments': {'checkpoint': %s, 'checkpoint-first': %i,"
+              "               'job-id': 'apply0'}}", key, first);
+    g_assert_cmpint(qdict_haskey(rsp, "created"), ==, first);
+    if (first) {
+        created = g_strdup(qdict_get_str(rsp, "created"));
+    }
+    qobject_unref(rsp);
+    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_APPLIED");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
+                    id);
+    qobject_unref(ev);
+    wait_job_concluded(qts, "apply0");
+    return created;
+}
+
+static void test_apply_job(void)
+{
+    g_autofree char *dir = tmp_path("apply-job-store");
+    g_autofree char *qcow2 = tmp_path("j0.qcow2");
+    g_autofree char *vhdx = tmp_path("j1.vhdx");
+    g_autofree char *disks = NULL, *args = NULL, *err = NULL;
+    g_autofree char *a = NULL, *p = NULL, *cur = NULL;
+    QTestState *qts;
+    QDict *rsp;
+
+    g_assert(mkimg(qcow2, "qcow2", 16));
+    g_assert(mkimg(vhdx, "vhdx", 16));
+    disks = disk_args(qcow2, vhdx);
+    args = g_strdup_printf("%s -checkpoints dir=%s,type=standard", disks,
+                           dir);
+    qts = vm_start(args);
+    write_pattern(qts, 0xaa);
+    a = create_and_wait(qts, "A");
+    write_pattern(qts, 0xbb);
+
+    /* A bad job id is refused before anything happens */
+    err = qmp_error(qts, "{'execute': 'checkpoint-apply',"
+                    " 'arguments': {'checkpoint': 'A',"
+                    " 'checkpoint-first': true, 'job-id': '1 bad'}}");
+    assert_contains(err, "job ID");
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    g_assert_cmpint(qlist_size(qdict_get_qlist(rsp, "return")), ==, 1);
+    qobject_unref(rsp);
+    assert_run_state(qts, true);
+
+    /* Checkpoint first, then apply A: the job waits for P's memory */
+    p = apply_as_job(qts, "A", a, true);
+    assert_run_state(qts, true);
+    assert_pattern(qts, 0xaa);
+    cur = current_of(qts);
+    g_assert_cmpstr(cur, ==, a);
+    g_assert_cmpstr(name_of(qts, p), !=, "");
+
+    /* Back to P (0xbb), as a job too */
+    g_assert(!apply_as_job(qts, p, p, false));
+    assert_pattern(qts, 0xbb);
+    rsp = qtest_qmp(qts, "{'execute': 'query-jobs'}");
+    g_assert(qlist_empty(qdict_get_qlist(rsp, "return")));
+    qobject_unref(rsp);
+    qtest_quit(qts);
+}
+
 static char *blockdev_args(const char *qcow2, const char *vhdx)
 {
     return g_strdup_printf(
@@ -1410,6 +1500,7 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/create", test_create);
     qtest_add_func("/checkpoint/create-no-store", test_create_no_store);
     qtest_add_func("/checkpoint/apply", test_apply);
+    qtest_add_func("/checkpoint/apply-job", test_apply_job);
     qtest_add_func("/checkpoint/apply-blockdev", test_apply_blockdev);
     qtest_add_func("/checkpoint/apply-refused", test_apply_refused);
     qtest_add_func("/checkpoint/migration-refused", test_migration_refused);
