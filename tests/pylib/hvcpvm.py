@@ -39,9 +39,16 @@ def build_dir():
     return os.environ.get('HVCP_BUILD') or os.path.join(REPO, 'build', 'qemu')
 
 
+# A folder tool() takes the programs from instead of the build (None: the
+# build): a long run sets it to copies of them, so that a rebuild in the
+# tree meanwhile does not change the QEMU under test.  QEMU, QEMU_IMG and
+# QEMU_IO below were fixed at import and do not follow it.
+tool_dir = None
+
+
 def tool(name):
     """A program of the QEMU build (qemu-system-x86_64, qemu-img, ...)."""
-    return os.path.join(build_dir(), name)
+    return os.path.join(tool_dir or build_dir(), name)
 
 
 QEMU = tool('qemu-system-x86_64')

@@ -69,6 +69,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, 'tests', 'pylib'))
+from hvcptap import note, out, skip_all  # noqa: E402
+from hvcpvm import QMP, QemuError, QMPGone, QemuVM, tool  # noqa: E402
+import hvcpvm  # noqa: E402
 
 MiB = 1024 * 1024
 SECTOR = 512
@@ -91,22 +95,13 @@ NAME_CHARS = ('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'
 
 TOOLS = ['qemu-system-x86_64', 'qemu-img', 'qemu-io']
 BUILD_LOCK = '/tmp/hvcp-build.lock'     # held by whoever rebuilds build/qemu
-_bin_dir = None
-
-
-def build_dir():
-    return os.environ.get('HVCP_BUILD') or os.path.join(REPO, 'build', 'qemu')
-
-
-def tool(name):
-    return os.path.join(_bin_dir or build_dir(), name)
 
 
 def snapshot_tools():
     """Hard links (else copies) of the programs, taken while no rebuild
     runs: an hour-long run keeps testing one build, and a relink in the
-    shared tree cannot fail a QEMU start."""
-    global _bin_dir
+    shared tree cannot fail a QEMU start.  From then on tool() names
+    them (hvcpvm.tool_dir)."""
     d = tempfile.mkdtemp(prefix='hvcp-torture-bin-', dir='/tmp')
     lock = None
     if os.path.exists(BUILD_LOCK):
@@ -114,7 +109,7 @@ def snapshot_tools():
         fcntl.flock(lock, fcntl.LOCK_SH)
     try:
         for name in TOOLS:
-            src, dst = os.path.join(build_dir(), name), os.path.join(d, name)
+            src, dst = tool(name), os.path.join(d, name)
             try:
                 os.link(src, dst)
             except OSError:
@@ -122,17 +117,8 @@ def snapshot_tools():
     finally:
         if lock:
             lock.close()
-    _bin_dir = d
+    hvcpvm.tool_dir = d
     return d
-
-
-def out(line=''):
-    print(line, flush=True)
-
-
-def note(msg):
-    for line in str(msg).splitlines() or ['']:
-        out(f'# {line}')
 
 
 class Failure(Exception):
@@ -144,181 +130,117 @@ class Failure(Exception):
         self.msg = msg
 
 
-class Gone(Exception):
-    """QEMU went away (killed) while a command was sent or awaited."""
+class Gone(QMPGone):
+    """QEMU went away (killed) while a command was sent or awaited.  A
+    QMPGone, so that QemuVM.start() takes it for a QEMU not listening
+    yet, and looks whether QEMU exited."""
 
 
 # -- QEMU and its monitor ---------------------------------------------------
 
-class Qmp:
-    """A minimal synchronous QMP client: a kill shows as Gone at once,
-    without the asyncio machinery of qemu.qmp."""
+class Qmp(QMP):
+    """The shared synchronous QMP client (a kill shows as Gone at once,
+    without the asyncio machinery of qemu.qmp), with the loop's
+    exceptions: a closed socket is Gone, a QEMU that runs but does not
+    answer in time (CMD_TIMEOUT) a hang, a QMP error a Failure."""
 
-    def __init__(self, path, alive):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.buf = b''
-        self.events = []
-        self.alive = alive
-        self._read_msg()                        # greeting
-        self.cmd('qmp_capabilities')
+    def gone(self):
+        raise Gone()
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+    def hang(self, seconds):
+        raise Failure('hang', f'QEMU did not answer in {seconds}s')
 
-    def _read_msg(self, deadline=None):
-        deadline = deadline or time.monotonic() + CMD_TIMEOUT
-        while b'\n' not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if not self.alive():
-                    raise Gone()
-                raise Failure('hang', f'QEMU did not answer in {CMD_TIMEOUT}s')
-            self.sock.settimeout(min(left, 1.0))
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError as e:
-                raise Gone() from e
-            if not data:
-                raise Gone()
-            self.buf += data
-        line, self.buf = self.buf.split(b'\n', 1)
-        return json.loads(line)
-
-    def cmd_raw(self, _name, **args):
-        msg = {'execute': _name}
-        if args:
-            msg['arguments'] = args
-        try:
-            self.sock.sendall(json.dumps(msg).encode() + b'\n')
-        except OSError as e:
-            raise Gone() from e
-        while True:
-            r = self._read_msg()
-            if 'event' in r:
-                self.events.append(r)
-            else:
-                return r
-
-    def cmd(self, _name, **args):
-        r = self.cmd_raw(_name, **args)
+    def cmd(self, name, /, **args):
+        r = self.raw(name, **args)
         if 'error' in r:
-            raise Failure('qmp-error', f'{_name} {args}: {r["error"].get("desc")}')
+            raise Failure('qmp-error', f'{name} {args}: {r["error"].get("desc")}')
         return r['return']
 
-    def wait_event(self, match, timeout=CMD_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, ev in enumerate(self.events):
-                if match(ev):
-                    del self.events[i]
-                    return ev
-            self.events.append(self._read_msg(deadline))
 
+class Qemu(QemuVM):
+    """QEMU on the round's disks and store, its sockets and log in the
+    round's scratch folder.  A kill by this test (the timer, or the end
+    of a series) is sigkill(): it may come from a timer thread, and
+    marks the QEMU as killed, so that a SIGKILL it did not send shows."""
 
-class Qemu:
+    qmp_class = Qmp
+    connect_interval = 0.005    # a recovery may be killed 0-60 ms in
+
     def __init__(self, scratch, store, active, env):
-        self.scratch = scratch
-        self.kill_lock = threading.Lock()
-        self.quitting = False
-        self.qmp_path = os.path.join(scratch, 'qmp.sock')
-        self.qtest_path = os.path.join(scratch, 'qtest.sock')
-        self.log_path = os.path.join(scratch, 'qemu.log')
-        for p in (self.qmp_path, self.qtest_path):
-            if os.path.exists(p):
-                os.unlink(p)
-        args = ['stdbuf', '-oL', tool('qemu-system-x86_64'),
-                '-M', 'microvm', '-accel', 'qtest',
-                '-qtest', f'unix:{self.qtest_path},server=on,wait=off',
+        args = ['-M', 'microvm', '-accel', 'qtest',
                 '-display', 'none', '-nodefaults', '-no-user-config',
                 '-m', f'{RAM_MB}M']
         for dev, fmt, path in active:
             args += ['-drive', f'if=none,id={dev},file={path},format={fmt},'
                      'cache=writethrough',
                      '-device', f'virtio-blk-device,drive={dev}']
-        args += ['-checkpoints', f'dir={store},type=standard',
-                 '-qmp', f'unix:{self.qmp_path},server=on,wait=off']
-        self.args = args
-        self.env = dict(os.environ)
-        self.env.pop(CRASH_ENV, None)
-        self.env.update(env)
-        self.proc = None
-        self.qmp = None
-        self.killed = False             # by this test's timer or kill()
+        args += ['-checkpoints', f'dir={store},type=standard']
+        # stdbuf: stdout line buffered, as HMP qemu-io prints there and
+        # new_output() reads it right after each write
+        super().__init__(args, sockdir=scratch, name='qemu', qtest=True,
+                         env={CRASH_ENV: None, **env},
+                         wrapper=['stdbuf', '-oL'], qmp_timeout=CMD_TIMEOUT)
+        self.scratch = scratch
+        self.kill_lock = threading.Lock()
+        self.quitting = False
+        self.killed = False             # by this test's timer or sigkill()
         self._log_pos = 0
 
-    def start(self):
+    def start(self, timeout=30):
         """Start; returns once QMP answers.  Gone if QEMU was killed
         meanwhile, Failure('store-open') if it exited by itself."""
-        with open(self.log_path, 'w') as log:
-            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, env=self.env)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                self.proc.wait()
-                if self.killed or self.proc.returncode == -signal.SIGKILL:
-                    raise Gone()
-                raise Failure('store-open', f'QEMU exited with {self.proc.returncode}'
-                              f' on start: {self.log_tail()}')
-            try:
-                self.qmp = Qmp(self.qmp_path, self.alive)
-                return
-            except (FileNotFoundError, ConnectionRefusedError):
-                pass
-            except Gone:
-                pass
-            if time.monotonic() > deadline:
-                raise Failure('store-open', f'no QMP after 30s: {self.log_tail()}')
-            time.sleep(0.005)
+        return super().start(timeout)
 
-    def alive(self):
-        return self.proc.poll() is None
+    def start_error(self, msg):
+        if self.proc.poll() is not None:
+            self.proc.wait()
+            if self.killed or self.proc.returncode == -signal.SIGKILL:
+                return Gone()
+        return Failure('store-open', f'{msg}: {self.log_tail()}')
 
-    def kill(self, force=False):
+    def died(self):
+        # QEMU went away while an event was awaited: killed
+        return Gone()
+
+    def sigkill(self, force=False):
         # A timer thread may call this while the main thread quits QEMU:
         # once quit() has begun, QEMU is left to exit by itself
         with self.kill_lock:
-            if (self.quitting and not force) or not self.proc or \
-                    self.proc.poll() is not None:
+            if (self.quitting and not force) or not self.alive():
                 return
             self.killed = True
-            try:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            super().sigkill()
 
-    def wait(self):
-        self.proc.wait()
-        if self.qmp:
-            self.qmp.close()
-        return self.proc.returncode
-
-    def quit(self):
+    def quit(self, timeout=30):
+        """QMP quit; Gone if a kill came first, Failure if QEMU does not
+        end in timeout s or ends with an error."""
         with self.kill_lock:
             self.quitting = True
             if self.killed:
                 raise Gone()
-        self.qmp.cmd('quit')
+        self.cmd('quit')
         try:
-            self.proc.wait(30)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired as e:
-            self.kill(force=True)
-            raise Failure('hang', 'QEMU did not quit in 30s') from e
-        self.qmp.close()
+            self.sigkill(force=True)
+            raise Failure('hang', f'QEMU did not quit in {timeout}s') from e
+        self.close()
         if self.killed:
             raise Gone()
         if self.proc.returncode != 0:
             raise Failure('qemu-exit', f'QEMU exited with {self.proc.returncode}'
                           f' after quit: {self.log_tail()}')
 
-    def hmp(self, line):
-        return self.qmp.cmd('human-monitor-command', **{'command-line': line})
+    def wait_event(self, match, timeout=CMD_TIMEOUT):
+        """The first event for which match(event) is true (taken off the
+        kept events); Gone if QEMU went away, a hang if it runs but
+        sent none in timeout s."""
+        ev = self.event(match, timeout, take='one')
+        if ev is None:
+            if not self.alive():
+                raise Gone()
+            raise Failure('hang', f'QEMU did not answer in {timeout}s')
+        return ev
 
     def new_output(self):
         """What QEMU printed since the last call (stdout is line
@@ -339,24 +261,14 @@ class Qemu:
 
     def fill_ram(self, size, value):
         """Non-zero RAM makes the memory save of a create last longer
-        (through the qtest protocol: no guest code runs)."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        (through the qtest protocol: no guest code runs).  The reply is
+        not looked at."""
         try:
-            s.connect(self.qtest_path)
-            s.settimeout(CMD_TIMEOUT)
-            s.sendall(f'memset 0x100000 {size:#x} {value:#x}\n'.encode())
-            reply = b''
-            while b'\n' not in reply:
-                data = s.recv(256)
-                if not data:
-                    raise Gone()
-                reply += data
+            self.qtest(f'memset 0x100000 {size:#x} {value:#x}', timeout=CMD_TIMEOUT)
         except socket.timeout as e:
             raise Failure('hang', 'qtest memset got no answer') from e
-        except OSError as e:
+        except (OSError, QemuError) as e:   # refused, reset, or closed
             raise Gone() from e
-        finally:
-            s.close()
 
 
 # -- the oracle's disk content ----------------------------------------------
@@ -518,7 +430,7 @@ class Round:
         self.pending = ('create', cp)
         self.maybe_new.append(cp)
         self.log(f'checkpoint-create {name!r}')
-        cid = self.qemu.qmp.cmd('checkpoint-create', name=name, type='standard')['id']
+        cid = self.qemu.cmd('checkpoint-create', name=name, type='standard')['id']
         self.log(f'  -> {cid} (creating)')
         self.maybe_new.remove(cp)
         self.maybe_cps[cid] = cp
@@ -528,14 +440,14 @@ class Round:
         for _ in range(self.rng.choice([0, 0, 0, 1, 2, 3])):
             self.op_write()
         self.pending = ('create-wait', cid)
-        self.qemu.qmp.wait_event(lambda ev: ev['event'] == 'CHECKPOINT_CREATED'
-                                 and ev['data']['id'] == cid
-                                 or ev['event'] == 'JOB_STATUS_CHANGE'
-                                 and ev['data']['id'] == f'checkpoint-{cid}'
-                                 and ev['data']['status'] == 'concluded')
-        state = {c['id']: c['state'] for c in self.qemu.qmp.cmd('query-checkpoints')}
+        self.qemu.wait_event(lambda ev: ev['event'] == 'CHECKPOINT_CREATED'
+                             and ev['data']['id'] == cid
+                             or ev['event'] == 'JOB_STATUS_CHANGE'
+                             and ev['data']['id'] == f'checkpoint-{cid}'
+                             and ev['data']['status'] == 'concluded')
+        state = {c['id']: c['state'] for c in self.qemu.cmd('query-checkpoints')}
         if state.get(cid) != 'ready':
-            jobs = self.qemu.qmp.cmd('query-jobs')
+            jobs = self.qemu.cmd('query-jobs')
             raise Failure('create-failed', f'checkpoint {cid} is {state.get(cid)}'
                           f' after its job: {jobs}')
         self.log('  ready')
@@ -555,7 +467,7 @@ class Round:
         args = {'checkpoint': target}
         if first:
             args['checkpoint-first'] = True
-        r = self.qemu.qmp.cmd('checkpoint-apply', **args)
+        r = self.qemu.cmd('checkpoint-apply', **args)
         if first:
             if 'created' not in r:
                 raise Failure('qmp-error', f'checkpoint-apply with checkpoint-first'
@@ -570,7 +482,7 @@ class Round:
         self.pending = None
 
     def query_name(self, cid):
-        for c in self.qemu.qmp.cmd('query-checkpoints'):
+        for c in self.qemu.cmd('query-checkpoints'):
             if c['id'] == cid:
                 return c['name']
         raise Failure('checkpoint-lost', f'{cid} made by checkpoint-first is not'
@@ -583,7 +495,7 @@ class Round:
         self.pending = ('rename', cid)
         cp.alt_name = name
         self.log(f'checkpoint-rename {cid} {cp.name!r} -> {name!r}')
-        self.qemu.qmp.cmd('checkpoint-rename', checkpoint=cid, name=name)
+        self.qemu.cmd('checkpoint-rename', checkpoint=cid, name=name)
         cp.name, cp.alt_name = name, None
         self.pending = None
 
@@ -641,7 +553,7 @@ class Round:
         try:
             if fill:
                 q.fill_ram(fill_size, self.rng.randint(1, 255))
-            timer = threading.Timer(delay, q.kill)
+            timer = threading.Timer(delay, q.sigkill)
             timer.start()
             for _ in range(nops):
                 if point and point.startswith('apply') and self.cps:
@@ -656,7 +568,7 @@ class Round:
                 self.stats['operations'] += 1
                 self.op_time += (time.monotonic() - t0 - self.op_time) * 0.05
             self.log('series done: kill')
-            q.kill()
+            q.sigkill()
         except Gone:
             pass
         finally:
@@ -728,12 +640,12 @@ class Round:
             kill_at = None
             if self.rng.random() < 0.1:
                 kill_at = self.rng.uniform(0, 0.06)
-            timer = threading.Timer(kill_at, q.kill) if kill_at is not None else None
+            timer = threading.Timer(kill_at, q.sigkill) if kill_at is not None else None
             try:
                 if timer:
                     timer.start()
                 q.start()
-                tree = q.qmp.cmd('query-checkpoints')
+                tree = q.cmd('query-checkpoints')
                 if timer:
                     timer.cancel()
                     timer = None
@@ -1026,8 +938,7 @@ def run_round(seed, kills, deadline, stats, args):
         err = e
     finally:
         if r and r.qemu and r.qemu.proc:
-            r.qemu.kill()
-            r.qemu.proc.wait()
+            r.qemu.kill()               # QemuVM.kill(): SIGKILL and wait
         if args.keep:
             dest = os.path.join(args.keep, f'seed-{seed}')
             shutil.rmtree(dest, ignore_errors=True)
@@ -1056,11 +967,9 @@ def main():
 
     for name in TOOLS:
         if not os.access(tool(name), os.X_OK):
-            out('1..0 # SKIP ' + f'{tool(name)} not built')
-            return 0
+            return skip_all(f'{tool(name)} not built')
     if not shutil.which('stdbuf'):
-        out('1..0 # SKIP stdbuf (coreutils) not found')
-        return 0
+        return skip_all('stdbuf (coreutils) not found')
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # clean up
     bins = snapshot_tools()
     try:
@@ -1129,11 +1038,11 @@ def run(args):
     rate = stats['kills'] * 3600 / elapsed if elapsed else 0
     kinds = sorted({e.kind for _, e in failures})
     bad_seeds = sorted({s for s, _ in failures})
-    out(f'# torture: {stats["iterations"]} iterations, {stats["operations"]} operations,'
-        f' {stats["kills"]} kills, {len(failures)} failures in {elapsed:.0f} s'
-        f' ({rate:.0f} kills/hour)'
-        + (f'; failing seeds {bad_seeds} ({", ".join(kinds)})'
-           if failures else ''))
+    note(f'torture: {stats["iterations"]} iterations, {stats["operations"]} operations,'
+         f' {stats["kills"]} kills, {len(failures)} failures in {elapsed:.0f} s'
+         f' ({rate:.0f} kills/hour)'
+         + (f'; failing seeds {bad_seeds} ({", ".join(kinds)})'
+            if failures else ''))
     note('kills during: ' + ', '.join(f'{k} {v}' for k, v in
                                       sorted(stats['during'].items())))
     return 1 if failures else 0
