@@ -8,7 +8,28 @@
 # was configured with other options (the options are kept in its
 # .hyperv-checkpoints-configure); configure's output goes to LOG, whose
 # last lines are shown if it fails.  WHAT says what is configured.
-# Needs $project (the repository) and say().
+# Needs $project (the repository) and say(); $qemu_src, when set, is the
+# tree to configure instead of qemu/ (check-patches --each).
+
+# Firmware and option ROMs come from Debian's seabios, ipxe-qemu and
+# qemu-system-data: the source has no blobs (see patches/0001).
+firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
+
+# The options of build/qemu (the order is that of before this file was
+# shared, so that the stamp of an existing build still matches)
+hvcp_qemu_options=(
+    --without-default-features
+    --target-list=x86_64-softmmu
+    --enable-tcg --enable-kvm
+    --enable-tools --enable-guest-agent
+    --enable-vhdx
+    --enable-fdt=system         # -M microvm needs a device tree
+    --enable-linux-aio --enable-zstd
+    --disable-docs
+    --disable-install-blobs --firmwarepath=$firmwarepath
+    --disable-download          # nothing but Debian packages is reachable
+    --python=/usr/bin/python3   # Debian's meson lives in its dist-packages
+)
 
 configure_qemu() {
     local builddir=$1 log=$2 what=$3
@@ -22,7 +43,7 @@ configure_qemu() {
     say "configuring $what"
     rm -rf "$builddir"
     mkdir -p "$builddir"
-    (cd "$builddir" && "$project/qemu/configure" "$@") > "$log" 2>&1 || {
+    (cd "$builddir" && "${qemu_src:-$project/qemu}/configure" "$@") > "$log" 2>&1 || {
         tail -30 "$log" >&2
         say "error: configure failed (full log: ${log#"$project"/})"
         exit 1
