@@ -10,32 +10,13 @@
  * looks at, with plain preads) and rewrites the metadata table of an
  * open image.  Both go through block/vhdx.h's structures and its
  * *_le_import/_le_export helpers, and look items up in the metadata
- * table with vhdx_metadata_table_find() only.  The GUIDs below are
- * static in block/vhdx.c, so they are defined here, once.
+ * table with vhdx_metadata_table_find() only, by the GUIDs that
+ * block/vhdx.c defines.
  */
 
 #include "qemu/osdep.h"
 #include "block/block_int.h"
 #include "vhdx-diff.h"
-
-/* Region table entry of the metadata region */
-const MSGUID vhdx_metadata_region_guid = {
-    .data1 = 0x8b7ca206, .data2 = 0x4790, .data3 = 0x4b9a,
-    .data4 = { 0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e }
-};
-/* Metadata items: File Parameters, Virtual Disk Size, Logical Sector Size */
-const MSGUID vhdx_file_params_guid = {
-    .data1 = 0xcaa16737, .data2 = 0xfa36, .data3 = 0x4d43,
-    .data4 = { 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b }
-};
-const MSGUID vhdx_virtual_size_guid = {
-    .data1 = 0x2fa54224, .data2 = 0xcd1b, .data3 = 0x4876,
-    .data4 = { 0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8 }
-};
-const MSGUID vhdx_logical_sector_guid = {
-    .data1 = 0x8141bf1d, .data2 = 0xa96f, .data3 = 0x4709,
-    .data4 = { 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f }
-};
 
 bool vhdx_diff_pread(int fd, uint64_t offset, void *buf, size_t len)
 {

@@ -136,14 +136,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VHDXDiffCreate, vhdx_diff_create_free)
 
 /*
  * metadata.c: the VHDX structures this folder reads itself, through
- * block/vhdx.h's structs and *_le_import helpers.  The GUIDs of the
- * metadata region and of the items a parent check needs (static in
- * block/vhdx.c).
+ * block/vhdx.h's structs, *_le_import helpers and metadata GUIDs
  */
-extern const MSGUID vhdx_metadata_region_guid;
-extern const MSGUID vhdx_file_params_guid;
-extern const MSGUID vhdx_virtual_size_guid;
-extern const MSGUID vhdx_logical_sector_guid;
 
 /* pread of exactly @len bytes; false on a short read or an error */
 bool vhdx_diff_pread(int fd, uint64_t offset, void *buf, size_t len);
