@@ -38,6 +38,24 @@ def require_built():
             raise Skip(f'{p} is not built (set HVCP_BUILD)')
 
 
+def run_points(points):
+    """Run the test points (description, function, arguments...) as TAP,
+    those whose description contains the first command line argument if
+    one is given; a skip of the whole program if QEMU is not built.
+    Returns the exit code."""
+    try:
+        require_built()
+    except Skip as e:
+        print(f'1..0 # SKIP {e}')
+        return 0
+    only = sys.argv[1] if len(sys.argv) > 1 else ''
+    tap = Tap()
+    for desc, func, *args in points:
+        if only in desc:
+            tap.check(desc, func, *args)
+    return tap.done()
+
+
 def make_images(workdir, size='16M'):
     out = []
     for name, fmt in IMAGES:

@@ -208,25 +208,13 @@ def case_filter():
 
 
 def main():
-    tap = fl.Tap()
-    try:
-        fl.require_built()
-    except fl.Skip as e:
-        print(f'1..0 # SKIP {e}')
-        return 0
-    only = sys.argv[1] if len(sys.argv) > 1 else ''
-    for op in OPERATIONS:
-        for disk in (0, 1):
-            for iotype in ('flush', 'write'):
-                for errname in ERRNOS:
-                    desc = (f'{op}: {errname} on every {iotype} of the'
-                            f' {fl.IMAGES[disk][1]} disk')
-                    if only in desc:
-                        tap.check(desc, case, op, disk, iotype, errname)
-    if only in 'filter':
-        tap.check('create: a filter between format and file node is skipped',
-                 case_filter)
-    return tap.done()
+    points = [(f'{op}: {errname} on every {iotype} of the'
+               f' {fl.IMAGES[disk][1]} disk', case, op, disk, iotype, errname)
+              for op in OPERATIONS for disk in (0, 1)
+              for iotype in ('flush', 'write') for errname in ERRNOS]
+    points.append(('create: a filter between format and file node is'
+                   ' skipped', case_filter))
+    return fl.run_points(points)
 
 
 if __name__ == '__main__':

@@ -87,16 +87,23 @@ def op_rename(vm, ctx):
 MANIFEST_OPS = {'create': op_create, 'apply': op_apply, 'rename': op_rename}
 
 
+def start_after_a(workdir, store):
+    """A VM on new disks whose checkpoint A holds 0xaa, "Now" 0xbb;
+    returns it and its disks."""
+    disks = fl.make_images(workdir)
+    vm = fl.VM(workdir, disks, store=store).start()
+    vm.write_pattern(0xaa)
+    vm.create_ok('A')
+    vm.write_pattern(0xbb)
+    return vm, disks
+
+
 def case_manifest(op):
     workdir, mnt, store = setup(f'manifest-{op}')
     vm = None
     try:
         with mnt:
-            disks = fl.make_images(workdir)
-            vm = fl.VM(workdir, disks, store=store).start()
-            vm.write_pattern(0xaa)
-            vm.create_ok('A')
-            vm.write_pattern(0xbb)
+            vm, disks = start_after_a(workdir, store)
             before = snapshot(vm, workdir, store)
             mnt.fill(0)
             pattern = MANIFEST_OPS[op](vm, {})
@@ -120,11 +127,7 @@ def case_state_file():
     vm = None
     try:
         with mnt:
-            disks = fl.make_images(workdir)
-            vm = fl.VM(workdir, disks, store=store).start()
-            vm.write_pattern(0xaa)
-            vm.create_ok('A')
-            vm.write_pattern(0xbb)
+            vm, disks = start_after_a(workdir, store)
             vm.fill_ram(0x5a, 0x100000)
             before = snapshot(vm, workdir, store)
             # room for manifests, not for 1 MiB of RAM
@@ -164,21 +167,11 @@ def case_state_file():
 
 
 def main():
-    tap = fl.Tap()
-    try:
-        fl.require_built()
-    except fl.Skip as e:
-        print(f'1..0 # SKIP {e}')
-        return 0
-    only = sys.argv[1] if len(sys.argv) > 1 else ''
-    for op in MANIFEST_OPS:
-        desc = f'{op}: the store is full when the manifest is written'
-        if only in desc:
-            tap.check(desc, case_manifest, op)
-    desc = 'create: the store is full when the state file is written'
-    if only in desc:
-        tap.check(desc, case_state_file)
-    return tap.done()
+    points = [(f'{op}: the store is full when the manifest is written',
+               case_manifest, op) for op in MANIFEST_OPS]
+    points.append(('create: the store is full when the state file is'
+                   ' written', case_state_file))
+    return fl.run_points(points)
 
 
 if __name__ == '__main__':

@@ -1000,21 +1000,31 @@ static QTestState *start_on_active(const char *dir, const char *options,
     return vm_start(args);
 }
 
+/*
+ * A VM with new 16 MiB disks @qcow2 (d0) and @vhdx (d1) in the test
+ * folder and the store @dir, standard checkpoints by default
+ */
+static QTestState *vm_with_new_disks(const char *dir, const char *qcow2,
+                                     const char *vhdx)
+{
+    g_autofree char *d0 = tmp_path(qcow2);
+    g_autofree char *d1 = tmp_path(vhdx);
+    g_autofree char *disks = NULL, *args = NULL;
+
+    g_assert(mkimg(d0, "qcow2", 16));
+    g_assert(mkimg(d1, "vhdx", 16));
+    disks = disk_args(d0, d1);
+    args = g_strdup_printf("%s -checkpoints dir=%s,type=standard", disks,
+                           dir);
+    return vm_start(args);
+}
+
 static void test_apply(void)
 {
     g_autofree char *dir = tmp_path("apply-store");
-    g_autofree char *qcow2 = tmp_path("a0.qcow2");
-    g_autofree char *vhdx = tmp_path("a1.vhdx");
-    g_autofree char *disks = NULL, *args = NULL, *err = NULL;
+    g_autofree char *err = NULL;
     g_autofree char *a = NULL, *b = NULL, *act0 = NULL, *act1 = NULL;
-    QTestState *qts;
-
-    g_assert(mkimg(qcow2, "qcow2", 16));
-    g_assert(mkimg(vhdx, "vhdx", 16));
-    disks = disk_args(qcow2, vhdx);
-    args = g_strdup_printf("%s -checkpoints dir=%s,type=standard", disks,
-                           dir);
-    qts = vm_start(args);
+    QTestState *qts = vm_with_new_disks(dir, "a0.qcow2", "a1.vhdx");
 
     err = qmp_error(qts, "{'execute': 'checkpoint-apply',"
                     " 'arguments': {'checkpoint': 'nosuch'}}");
@@ -1098,19 +1108,10 @@ static char *apply_as_job(QTestState *qts, const char *key, const char *id,
 static void test_apply_job(void)
 {
     g_autofree char *dir = tmp_path("apply-job-store");
-    g_autofree char *qcow2 = tmp_path("j0.qcow2");
-    g_autofree char *vhdx = tmp_path("j1.vhdx");
-    g_autofree char *disks = NULL, *args = NULL, *err = NULL;
+    g_autofree char *err = NULL;
     g_autofree char *a = NULL, *p = NULL, *cur = NULL;
-    QTestState *qts;
+    QTestState *qts = vm_with_new_disks(dir, "j0.qcow2", "j1.vhdx");
     QDict *rsp;
-
-    g_assert(mkimg(qcow2, "qcow2", 16));
-    g_assert(mkimg(vhdx, "vhdx", 16));
-    disks = disk_args(qcow2, vhdx);
-    args = g_strdup_printf("%s -checkpoints dir=%s,type=standard", disks,
-                           dir);
-    qts = vm_start(args);
     write_pattern(qts, 0xaa);
     a = create_and_wait(qts, "A");
     write_pattern(qts, 0xbb);
