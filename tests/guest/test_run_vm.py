@@ -10,6 +10,7 @@ Run by meson (suite hyperv-checkpoints-guest), or by hand:
     PYTHONPATH=qemu/python:tests/guest python3 tests/guest/test_run_vm.py
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -102,10 +103,10 @@ def main():
             tap.check('run-vm boots the guest to GUEST-READY',
                       lambda: wait_for_output(out_path, 'GUEST-READY', proc, BOOT_TIMEOUT))
             tap.check('run-vm created its vhdx disk',
-                      lambda: expect(subprocess.run(
+                      lambda: expect(json.loads(subprocess.run(
                           [guestlib.qemu_binary('qemu-img'), 'info', '-U', '--output=json',
                            os.path.join(run_dir, 'disk.vhdx')],
-                          capture_output=True, text=True).stdout.count('"vhdx"') == 1,
+                          capture_output=True, text=True).stdout or '{}').get('format') == 'vhdx',
                           'disk.vhdx is not a vhdx image'))
             qmp = QEMUMonitorProtocol(os.path.join(run_dir, 'qmp.sock'))
             tap.check('QMP is reachable and the VM runs',
