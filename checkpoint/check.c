@@ -132,17 +132,11 @@ static CheckImage *scan_image(CheckCtx *ctx, const char *filename,
         return img;
     }
     img->exists = true;
-    /* An image the VM has open is read from its node (it is locked) */
-    bs = checkpoint_find_image(filename);
-    if (bs) {
-        bdrv_ref(bs);
-    } else {
-        bs = checkpoint_open_alone(filename, fmt, false, &local_err);
-        if (!bs) {
-            img->error = g_strdup(error_get_pretty(local_err));
-            error_free(local_err);
-            return img;
-        }
+    bs = checkpoint_image_node(filename, fmt, &local_err);
+    if (!bs) {
+        img->error = g_strdup(error_get_pretty(local_err));
+        error_free(local_err);
+        return img;
     }
     read_node(img, bs);
     bdrv_unref(bs);

@@ -238,6 +238,18 @@ BlockDriverState *checkpoint_find_image(const char *filename)
     return NULL;
 }
 
+BlockDriverState *checkpoint_image_node(const char *filename,
+                                        const char *fmt, Error **errp)
+{
+    BlockDriverState *bs = checkpoint_find_image(filename);
+
+    if (bs) {
+        bdrv_ref(bs);
+        return bs;
+    }
+    return checkpoint_open_alone(filename, fmt, false, errp);
+}
+
 static CheckpointDiskInfo *disk_info(CheckpointManifestDisk *d)
 {
     CheckpointDiskInfo *info = g_new0(CheckpointDiskInfo, 1);

@@ -208,6 +208,15 @@ BlockDriverState *checkpoint_open_alone(const char *filename,
                                         Error **errp);
 
 /*
+ * A reference to a node of image @filename, to read: the VM's node when
+ * the VM has the image open (the file is locked, and the node knows
+ * what it changed), else the image opened alone, read-only.  The caller
+ * drops it with bdrv_unref().
+ */
+BlockDriverState *checkpoint_image_node(const char *filename,
+                                        const char *fmt, Error **errp);
+
+/*
  * "<dir>/<disk>_<id>.<ext>" for the parent "<dir>/<disk>.<anything>" or
  * "<dir>/<disk>_<older id>.<anything>": differencing images are named
  * after their disk, as Hyper-V names its AVHDX files

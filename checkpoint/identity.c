@@ -26,24 +26,17 @@
 #define IDENTITY_VHDX_PREFIX "vhdx-data-write-guid:"
 
 /*
- * The DataWriteGuid of vhdx image @filename, as the driver reports it:
- * from the VM's node when the VM has the image open (the file is
- * locked, and the node knows the GUID it took), else from the image
- * opened alone, read-only
+ * The DataWriteGuid of vhdx image @filename, as the driver reports it
+ * (from the node checkpoint_image_node() gives)
  */
 static char *vhdx_identity(const char *filename, Error **errp)
 {
     g_autoptr(ImageInfoSpecific) spec = NULL;
-    BlockDriverState *bs = checkpoint_find_image(filename);
+    BlockDriverState *bs = checkpoint_image_node(filename, "vhdx", errp);
     Error *local_err = NULL;
 
-    if (bs) {
-        bdrv_ref(bs);
-    } else {
-        bs = checkpoint_open_alone(filename, "vhdx", false, errp);
-        if (!bs) {
-            return NULL;
-        }
+    if (!bs) {
+        return NULL;
     }
     bdrv_graph_rdlock_main_loop();
     spec = bdrv_get_specific_info(bs, &local_err);
