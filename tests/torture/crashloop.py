@@ -346,6 +346,7 @@ class Round:
         self.sabotage = sabotage
         self.seed = seed
         self.rng = random.Random(seed)
+        self.apply_jobs = 0         # job ids of applies run as jobs
         self.stats = stats
         self.verbose = verbose
         self.images = os.path.join(workdir, 'images')
@@ -467,7 +468,15 @@ class Round:
         args = {'checkpoint': target}
         if first:
             args['checkpoint-first'] = True
+        # Half the applies run as a job (job-id): the kills then also
+        # land while the job waits for checkpoint-first's save, and in
+        # the bottom half that switches and loads
+        if self.rng.random() < 0.5:
+            self.apply_jobs += 1
+            args['job-id'] = f'apply-{self.apply_jobs}'
         r = self.qemu.cmd('checkpoint-apply', **args)
+        if 'job-id' in args:
+            self.wait_apply_job(args['job-id'], target)
         if first:
             if 'created' not in r:
                 raise Failure('qmp-error', f'checkpoint-apply with checkpoint-first'
@@ -480,6 +489,20 @@ class Round:
         self.cur = dict(self.cps[target].content)
         self.current = target
         self.pending = None
+
+    def wait_apply_job(self, job, target):
+        """The apply job @job applies @target: CHECKPOINT_APPLIED comes
+        before the job concludes; a job that concludes first failed."""
+        ev = self.qemu.wait_event(
+            lambda ev: ev['event'] == 'CHECKPOINT_APPLIED'
+            and ev['data']['id'] == target
+            or ev['event'] == 'JOB_STATUS_CHANGE'
+            and ev['data']['id'] == job
+            and ev['data']['status'] == 'concluded')
+        if ev['event'] != 'CHECKPOINT_APPLIED':
+            raise Failure('apply-job', f'apply job {job} of {target}'
+                          ' concluded without applying it')
+        self.log(f'  job {job} applied it')
 
     def query_name(self, cid):
         for c in self.qemu.cmd('query-checkpoints'):
