@@ -389,7 +389,7 @@ vhdx_diff_co_replace_locator(BlockDriverState *bs,
 
     qemu_co_mutex_lock(&s->lock);
     first = vhdx_hold_data_write_guid(s);
-    ret = vhdx_diff_co_commit(bs, s);
+    ret = vhdx_meta_log_co_commit(bs, s);
     if (ret >= 0) {
         ret = vhdx_write_locator(bs, s, item, len);
     }
@@ -424,7 +424,7 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
     if (!backing_file || !*backing_file) {
         qemu_co_mutex_lock(&s->lock);
         first = vhdx_hold_data_write_guid(s);
-        ret = vhdx_diff_co_commit(bs, s);
+        ret = vhdx_meta_log_co_commit(bs, s);
         if (ret >= 0) {
             ret = vhdx_diff_co_remove_parent(bs, s);
         }
@@ -582,7 +582,7 @@ int coroutine_fn GRAPH_RDLOCK vhdx_co_make_empty(BlockDriverState *bs)
      */
     qemu_co_mutex_lock(&s->lock);
     first = vhdx_hold_data_write_guid(s);
-    ret = vhdx_diff_co_commit(bs, s);
+    ret = vhdx_meta_log_co_commit(bs, s);
     for (i = 0; ret >= 0 && i < s->bat_entries; i++) {
         if (!vhdx_bat_index_is_sb(s, i)) {
             s->bat[i] = PAYLOAD_BLOCK_NOT_PRESENT;

@@ -580,11 +580,7 @@ vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
                                      (uint64_t)s->block_size *
                                      s->chunk_ratio);
     s->diff->sb_cache = g_new0(uint8_t *, s->diff->sb_count);
-    s->diff->bat_pieces = DIV_ROUND_UP((uint64_t)s->bat_entries *
-                                       sizeof(uint64_t), VHDX_DIFF_PIECE);
-    s->diff->bat_dirty = bitmap_new(s->diff->bat_pieces);
-    s->diff->sb_pieces = s->diff->sb_count * VHDX_DIFF_SB_PIECES;
-    s->diff->sb_dirty = bitmap_new(s->diff->sb_pieces);
+    s->meta_log = vhdx_meta_log_new(s, s->diff->sb_count);
 
     ret = vhdx_diff_read_locator(bs, s, &s->diff->locator, &local_err);
     if (ret < 0) {
@@ -627,6 +623,8 @@ void vhdx_diff_close(BDRVVHDXState *s)
 {
     uint64_t i;
 
+    vhdx_meta_log_free(s->meta_log);
+    s->meta_log = NULL;
     if (!s->diff) {
         return;
     }
@@ -634,8 +632,6 @@ void vhdx_diff_close(BDRVVHDXState *s)
         qemu_vfree(s->diff->sb_cache[i]);
     }
     g_free(s->diff->sb_cache);
-    g_free(s->diff->bat_dirty);
-    g_free(s->diff->sb_dirty);
     vhdx_parent_locator_free(s->diff->locator);
     g_free(s->diff->parent_path);
     g_free(s->diff->chain_error);

@@ -41,14 +41,8 @@ typedef struct VHDXParentLocator {
     bool has_linkage2;          /* parent_linkage2 present and not zero */
 } VHDXParentLocator;
 
-/*
- * Per-image state of a differencing image, BDRVVHDXState.diff.  A base
- * image gets one too (@base set, only the dirty BAT state used) once it
- * allocates a block, so that its BAT entries reach the log at the next
- * flush rather than one log entry and its flushes per new block.
- */
+/* Per-image state of a differencing image, BDRVVHDXState.diff */
 typedef struct VHDXDiffState {
-    bool base;
     VHDXParentLocator *locator;
     /* The parent file the locator led to, as a path for messages */
     char *parent_path;
@@ -67,16 +61,6 @@ typedef struct VHDXDiffState {
     uint8_t **sb_cache;
     uint64_t sb_count;
     /*
-     * Metadata changed in memory, not yet logged (write.c): one bit per
-     * VHDX_DIFF_PIECE bytes of the BAT and of every chunk's bitmap
-     * block; @dirty counts the bits set.
-     */
-    unsigned long *bat_dirty;
-    uint64_t bat_pieces;
-    unsigned long *sb_dirty;
-    uint64_t sb_pieces;
-    uint64_t dirty;
-    /*
      * Allocation (write.c): the end of the last block handed out, the
      * file's length (0: not known yet) and whether the space between
      * them is known to read as zeros.
@@ -86,7 +70,21 @@ typedef struct VHDXDiffState {
     bool tail_zeroed;
 } VHDXDiffState;
 
-/* Granularity of dirty metadata, and limits of a commit (write.c) */
+/*
+ * Metadata changed in memory, not yet logged (meta-log.c), of a base or
+ * a differencing image, BDRVVHDXState.meta_log: one bit per
+ * VHDX_DIFF_PIECE bytes of the BAT and of every chunk's bitmap block;
+ * @dirty counts the bits set.
+ */
+typedef struct VHDXMetaLog {
+    unsigned long *bat_dirty;
+    uint64_t bat_pieces;
+    unsigned long *sb_dirty;
+    uint64_t sb_pieces;
+    uint64_t dirty;
+} VHDXMetaLog;
+
+/* Granularity of dirty metadata, and limits of a commit (meta-log.c) */
 #define VHDX_DIFF_PIECE          4096
 #define VHDX_DIFF_SB_PIECES      (VHDX_SB_BLOCK_SIZE / VHDX_DIFF_PIECE)
 #define VHDX_DIFF_DIRTY_MAX      64     /* pieces dirty before a commit */
@@ -178,6 +176,7 @@ void vhdx_metadata_table_drop(uint8_t *table, uint32_t slot);
 int GRAPH_RDLOCK
 vhdx_diff_open(BlockDriverState *bs, BDRVVHDXState *s, QDict *options,
                int flags, Error **errp);
+/* Free what this code keeps of @s: its differencing and log state */
 void vhdx_diff_close(BDRVVHDXState *s);
 
 /*
@@ -238,23 +237,43 @@ int coroutine_fn GRAPH_RDLOCK
 vhdx_diff_co_zero_blocks(BlockDriverState *bs, int64_t offset, int64_t bytes,
                          BdrvRequestFlags flags, bool discard);
 
-int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s);
-int coroutine_fn GRAPH_RDLOCK vhdx_diff_co_flush(BlockDriverState *bs);
+/*
+ * Cut the file's unused end that allocation left (called by the commit;
+ * failing only leaves the file longer)
+ */
+void coroutine_fn GRAPH_RDLOCK
+vhdx_diff_trim(BlockDriverState *bs, VHDXDiffState *d);
 
-/* Is @s a differencing image (not a base image with deferred metadata)? */
+/* Is @s a differencing image? */
 static inline bool vhdx_diff_is_child(BDRVVHDXState *s)
 {
-    return s->diff && !s->diff->base;
+    return s->diff != NULL;
 }
 
+/* meta-log.c */
+/* For an image with @sb_count sector bitmap blocks (0: a base image) */
+VHDXMetaLog *vhdx_meta_log_new(BDRVVHDXState *s, uint64_t sb_count);
+void vhdx_meta_log_free(VHDXMetaLog *m);
+/* Mark the 4 KiB piece of the BAT holding entry @idx dirty */
+void vhdx_meta_log_dirty_bat(VHDXMetaLog *m, uint64_t idx);
+/* Mark bytes [@first, @last] of the bitmap block of @chunk dirty */
+void vhdx_meta_log_dirty_bitmap(VHDXMetaLog *m, uint64_t chunk,
+                                uint64_t first, uint64_t last);
+/* Write the dirty metadata through the log; s->lock held */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_meta_log_co_commit(BlockDriverState *bs, BDRVVHDXState *s);
+/* The same once more than VHDX_DIFF_DIRTY_MAX pieces are dirty */
+int coroutine_fn GRAPH_RDLOCK
+vhdx_meta_log_commit_if_full(BlockDriverState *bs, BDRVVHDXState *s);
+/* .bdrv_co_flush_to_os of vhdx: commit under s->lock */
+int coroutine_fn GRAPH_RDLOCK vhdx_meta_log_co_flush(BlockDriverState *bs);
 /*
  * A base image's write has set BAT entry @idx in memory: have the log
  * write it at the next commit (flush, close, or too much dirty
  * metadata).  Called with s->lock held.
  */
 int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_base_bat_set(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx);
+vhdx_meta_log_bat_set(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx);
 
 /* relink.c */
 /*

@@ -18,14 +18,8 @@
  *                      sector can fall back to the parent.
  *
  * Metadata (BAT entries and bitmap bytes) changes in memory and is
- * marked dirty (per 4 KiB of the BAT or of a bitmap block); it reaches
- * the file through the VHDX log when the image is flushed (guest flush,
- * close, reopen) or when more than VHDX_DIFF_DIRTY_MAX pieces are dirty:
- * a flush of the data, then the BAT pieces, then the bitmap pieces, one
- * log entry each.  This is qcow2's contract: a write is durable once a
- * flush returned; a crash at any time leaves a consistent image that
- * holds every flushed write.  A crash after some BAT pieces leaves
- * PARTIALLY_PRESENT blocks without bits, which read as the parent; bits
+ * marked dirty; meta-log.c writes it through the VHDX log at the next
+ * flush (see there for the order that keeps a crash harmless).  Bits
  * are only logged after the data they describe was flushed (the commit
  * holds s->lock, and bits are set under it after the data write
  * returned).
@@ -36,9 +30,6 @@
  * so concurrent readers see the parent and concurrent writers write into
  * the same block.  Blocks that read as zeros (ZERO etc.) are converted
  * under the lock, their BAT entry set after the data was written.
- *
- * Base images (block/vhdx.c's write path) defer their BAT entries the
- * same way, through vhdx_diff_base_bat_set().
  *
  * Zero writes of whole blocks (vhdx_diff_co_zero_blocks(), the block
  * layer splits requests at block boundaries) make the block
@@ -141,7 +132,7 @@ vhdx_diff_alloc(BlockDriverState *bs, uint64_t size, bool zero,
  * up: the image is consistent with or without it, so a failure is not
  * an error of the commit.
  */
-static void coroutine_fn GRAPH_RDLOCK
+void coroutine_fn GRAPH_RDLOCK
 vhdx_diff_trim(BlockDriverState *bs, VHDXDiffState *d)
 {
     if (d->file_size > d->file_end &&
@@ -152,147 +143,11 @@ vhdx_diff_trim(BlockDriverState *bs, VHDXDiffState *d)
     }
 }
 
-/* Mark the 4 KiB piece of the BAT holding entry @idx dirty */
-static void vhdx_diff_dirty_bat(BDRVVHDXState *s, uint64_t idx)
-{
-    uint64_t piece = idx * sizeof(uint64_t) / VHDX_DIFF_PIECE;
-
-    if (!test_and_set_bit(piece, s->diff->bat_dirty)) {
-        s->diff->dirty++;
-    }
-}
-
-/* Mark bytes [@first, @last] of the bitmap of @chunk dirty */
-static void vhdx_diff_dirty_sb(BDRVVHDXState *s, uint64_t chunk,
-                               uint64_t first, uint64_t last)
-{
-    uint64_t base = chunk * VHDX_DIFF_SB_PIECES;
-    uint64_t p;
-
-    for (p = first / VHDX_DIFF_PIECE; p <= last / VHDX_DIFF_PIECE; p++) {
-        if (!test_and_set_bit(base + p, s->diff->sb_dirty)) {
-            s->diff->dirty++;
-        }
-    }
-}
-
 /* Set BAT entry @idx in memory; the log gets it at the next commit */
 static void vhdx_diff_set_bat(BDRVVHDXState *s, uint64_t idx, uint64_t entry)
 {
     s->bat[idx] = entry;
-    vhdx_diff_dirty_bat(s, idx);
-}
-
-/*
- * Write the dirty metadata through the log (see the top of this file).
- * Called with s->lock held.
- */
-int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_co_commit(BlockDriverState *bs, BDRVVHDXState *s)
-{
-    VHDXDiffState *d = s->diff;
-    const uint64_t per_piece = VHDX_DIFF_PIECE / sizeof(uint64_t);
-    g_autofree uint64_t *le = NULL;
-    uint64_t start, end, i;
-    int ret;
-
-    if (!d || !d->dirty) {
-        return 0;
-    }
-    ret = bdrv_co_flush(bs->file->bs);
-    if (ret < 0) {
-        return ret;
-    }
-
-    le = g_new(uint64_t, per_piece * VHDX_DIFF_COMMIT_PIECES);
-    for (start = find_first_bit(d->bat_dirty, d->bat_pieces);
-         start < d->bat_pieces;
-         start = find_next_bit(d->bat_dirty, d->bat_pieces, end)) {
-        uint64_t first, count;
-
-        end = find_next_zero_bit(d->bat_dirty, d->bat_pieces, start);
-        end = MIN(end, start + VHDX_DIFF_COMMIT_PIECES);
-        first = start * per_piece;
-        count = MIN(end * per_piece, s->bat_length / sizeof(uint64_t)) -
-                first;
-        for (i = 0; i < count; i++) {
-            /* entries past bat_entries were never converted from LE */
-            le[i] = first + i < s->bat_entries ?
-                    cpu_to_le64(s->bat[first + i]) : s->bat[first + i];
-        }
-        ret = vhdx_log_write_and_flush(bs, s, le, count * sizeof(uint64_t),
-                                       s->bat_offset +
-                                       first * sizeof(uint64_t));
-        if (ret < 0) {
-            return ret;
-        }
-        bitmap_clear(d->bat_dirty, start, end - start);
-        d->dirty -= end - start;
-    }
-
-    for (start = find_first_bit(d->sb_dirty, d->sb_pieces);
-         start < d->sb_pieces;
-         start = find_next_bit(d->sb_dirty, d->sb_pieces, end)) {
-        uint64_t chunk = start / VHDX_DIFF_SB_PIECES;
-        uint64_t in_sb = (start % VHDX_DIFF_SB_PIECES) * VHDX_DIFF_PIECE;
-        uint64_t sb_off;
-
-        end = find_next_zero_bit(d->sb_dirty, d->sb_pieces, start);
-        end = MIN(end, MIN(start + VHDX_DIFF_COMMIT_PIECES,
-                           (chunk + 1) * VHDX_DIFF_SB_PIECES));
-        sb_off = s->bat[vhdx_sb_bat_index(s, chunk)] & VHDX_BAT_FILE_OFF_MASK;
-        if (!d->sb_cache[chunk] || !sb_off) {
-            return -EIO;
-        }
-        ret = vhdx_log_write_and_flush(bs, s, d->sb_cache[chunk] + in_sb,
-                                       (end - start) * VHDX_DIFF_PIECE,
-                                       sb_off + in_sb);
-        if (ret < 0) {
-            return ret;
-        }
-        bitmap_clear(d->sb_dirty, start, end - start);
-        d->dirty -= end - start;
-    }
-    vhdx_diff_trim(bs, d);
-    return 0;
-}
-
-/* Log the dirty metadata once there is too much of it (s->lock held) */
-static int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_commit_if_full(BlockDriverState *bs, BDRVVHDXState *s)
-{
-    if (s->diff->dirty > VHDX_DIFF_DIRTY_MAX) {
-        return vhdx_diff_co_commit(bs, s);
-    }
-    return 0;
-}
-
-int coroutine_fn GRAPH_RDLOCK
-vhdx_diff_base_bat_set(BlockDriverState *bs, BDRVVHDXState *s, uint64_t idx)
-{
-    if (!s->diff) {
-        s->diff = g_new0(VHDXDiffState, 1);
-        s->diff->base = true;
-        s->diff->bat_pieces = DIV_ROUND_UP((uint64_t)s->bat_entries *
-                                           sizeof(uint64_t), VHDX_DIFF_PIECE);
-        s->diff->bat_dirty = bitmap_new(s->diff->bat_pieces);
-    }
-    vhdx_diff_dirty_bat(s, idx);
-    return vhdx_diff_commit_if_full(bs, s);
-}
-
-int coroutine_fn GRAPH_RDLOCK vhdx_diff_co_flush(BlockDriverState *bs)
-{
-    BDRVVHDXState *s = bs->opaque;
-    int ret;
-
-    if (!s->diff) {
-        return 0;
-    }
-    qemu_co_mutex_lock(&s->lock);
-    ret = vhdx_diff_co_commit(bs, s);
-    qemu_co_mutex_unlock(&s->lock);
-    return ret;
+    vhdx_meta_log_dirty_bat(s->meta_log, idx);
 }
 
 /* Make sure the chunk of block @blk has a sector bitmap block */
@@ -357,7 +212,8 @@ vhdx_diff_set_bits(BlockDriverState *bs, BDRVVHDXState *s,
         }
     }
     if (changed) {
-        vhdx_diff_dirty_sb(s, chunk, first >> 3, last >> 3);
+        vhdx_meta_log_dirty_bitmap(s->meta_log, chunk, first >> 3,
+                                   last >> 3);
     }
     return 0;
 }
@@ -494,7 +350,7 @@ vhdx_diff_co_writev(BlockDriverState *bs, int64_t sector_num, int nb_sectors,
         bytes_done += bytes;
     }
     if (ret >= 0) {
-        ret = vhdx_diff_commit_if_full(bs, s);
+        ret = vhdx_meta_log_commit_if_full(bs, s);
     }
 
     qemu_co_mutex_unlock(&s->lock);
@@ -569,7 +425,7 @@ vhdx_diff_co_zero_blocks(BlockDriverState *bs, int64_t offset, int64_t bytes,
         ret = vhdx_diff_zero_block(bs, s, idx, flags, discard);
     }
     if (ret >= 0) {
-        ret = vhdx_diff_commit_if_full(bs, s);
+        ret = vhdx_meta_log_commit_if_full(bs, s);
     }
     qemu_co_mutex_unlock(&s->lock);
     return ret < 0 ? ret : 0;
