@@ -41,13 +41,6 @@
 #include "migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
 
-static bool applying;
-
-bool checkpoint_apply_busy(void)
-{
-    return applying;
-}
-
 /*
  * What the apply replaces and may delete after its commit: the image
  * each disk used, if a checkpoint made it and none holds it, with the
@@ -137,11 +130,11 @@ static bool apply_allowed(CheckpointManifestEntry *e, Error **errp)
                    " applied once it is ready", e->name);
         return false;
     }
-    if (applying) {
+    if (checkpoint_op_applying()) {
         error_setg(errp, "A checkpoint is being applied already");
         return false;
     }
-    if (checkpoint_create_busy()) {
+    if (checkpoint_op_saving()) {
         error_setg(errp, "Cannot apply a checkpoint while one is being"
                    " created");
         return false;
@@ -264,7 +257,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(CheckpointApply, checkpoint_apply_free)
 /* The apply ends without a change: the VM goes on as before */
 static void apply_abandon(CheckpointApply *a)
 {
-    applying = false;
+    checkpoint_op_set_applying(false);
     if (a->was_running && !runstate_is_running()) {
         vm_start();
     }
@@ -301,7 +294,7 @@ static CheckpointApply *apply_begin(const char *checkpoint,
     a->was_running = runstate_is_running();
     a->resume = has_resume ? resume :
                 a->was_running && e->type == CHECKPOINT_TYPE_STANDARD;
-    applying = true;
+    checkpoint_op_set_applying(true);
     if (checkpoint_first) {
         if (a->was_running) {
             vm_stop(RUN_STATE_PAUSED);
@@ -367,7 +360,7 @@ static bool apply_finish(CheckpointApply *a, Error **errp)
         }
     }
     /* Once the command has returned (or when the next one starts) */
-    applying = false;
+    checkpoint_op_set_applying(false);
     checkpoint_defer(remove_stale, g_steal_pointer(&a->disks));
     aio_bh_schedule_oneshot(qemu_get_aio_context(), remove_stale_bh, NULL);
     return outcome == APPLY_DONE;
@@ -397,15 +390,23 @@ static void apply_job_bh(void *opaque)
     aio_co_wake(s->co);
 }
 
+/* checkpoint-first's memory save has ended: the job goes on */
+static void apply_job_wake(void *opaque)
+{
+    job_enter(opaque);
+}
+
 static int coroutine_fn apply_job_run(Job *job, Error **errp)
 {
     CheckpointApplyJob *s = container_of(job, CheckpointApplyJob, common);
 
     job_progress_set_remaining(job, 1);
     /* checkpoint-first: its memory save ends in the main loop */
-    while (checkpoint_create_busy() && !job_is_cancelled(job)) {
-        job_sleep_ns(job, 10 * SCALE_MS);
+    while (checkpoint_op_saving() && !job_is_cancelled(job)) {
+        checkpoint_op_when_saved(apply_job_wake, job);
+        job_yield(job);
     }
+    checkpoint_op_forget_waiter(job);
     /* As snapshot-load: the switch and the load run outside coroutines */
     s->co = qemu_coroutine_self();
     aio_bh_schedule_oneshot(qemu_get_aio_context(), apply_job_bh, s);
@@ -473,7 +474,7 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
         return ret;
     }
     /* Without a job: the save ends in a bottom half of the main context */
-    AIO_WAIT_WHILE(NULL, checkpoint_create_busy());
+    AIO_WAIT_WHILE(NULL, checkpoint_op_saving());
     if (!apply_finish(a, errp)) {
         qapi_free_CheckpointApplyResult(ret);
         return NULL;

@@ -894,7 +894,7 @@ CheckpointCheckResult *qmp_checkpoint_check(bool has_relink,
                    " or checkpoint-set-parameters)");
         return NULL;
     }
-    if (repairing && (checkpoint_create_busy() || checkpoint_apply_busy())) {
+    if (repairing && !checkpoint_op_idle()) {
         error_setg(errp, "Cannot repair the checkpoint store while a"
                    " checkpoint is being created or applied");
         return NULL;

@@ -268,10 +268,24 @@ void checkpoint_settle(void);
  */
 void checkpoint_crash_point(const char *point);
 
-/* create.c */
+/* operation.c: the one record of the operation in progress */
 
-/* Is a checkpoint being created? */
-bool checkpoint_create_busy(void);
+/* Is a checkpoint being applied (from the checks to the load)? */
+bool checkpoint_op_applying(void);
+/* Does a create's memory save run (alone or inside an apply)? */
+bool checkpoint_op_saving(void);
+/* Neither */
+bool checkpoint_op_idle(void);
+void checkpoint_op_set_applying(bool applying);
+/* A create's memory save began (in its pause) or ended */
+void checkpoint_op_save_started(void);
+void checkpoint_op_save_ended(void);
+/* Call @fn(@opaque) once, when the running memory save ends */
+void checkpoint_op_when_saved(CheckpointSettleFn *fn, void *opaque);
+/* @opaque no longer waits (its job was cancelled) */
+void checkpoint_op_forget_waiter(void *opaque);
+
+/* create.c */
 
 /*
  * Start creating a standard checkpoint (checkpoint-create); returns its
@@ -282,11 +296,6 @@ char *checkpoint_create_start(const char *name, const char *job_id,
 
 /* Why the last create whose memory save ended failed, or NULL */
 const char *checkpoint_create_last_error(void);
-
-/* apply.c */
-
-/* Is a checkpoint being applied? */
-bool checkpoint_apply_busy(void);
 
 
 /* disks.c: the per-disk work of create and apply */

@@ -49,20 +49,12 @@ typedef struct CheckpointCreate {
     char *save_error;
 } CheckpointCreate;
 
-/* The create in progress (one at a time) */
-static CheckpointCreate *creating;
-
 /* Why the last memory save failed (checkpoint-apply's checkpoint-first) */
 static char *last_error;
 
 const char *checkpoint_create_last_error(void)
 {
     return last_error;
-}
-
-bool checkpoint_create_busy(void)
-{
-    return creating != NULL;
 }
 
 static int coroutine_fn checkpoint_create_run(Job *job, Error **errp)
@@ -180,7 +172,7 @@ static void checkpoint_create_finish(CheckpointCreate *c)
     c->job->finished = true;
     job_enter(&c->job->common);
     checkpoint_create_free_state(c);
-    creating = NULL;
+    checkpoint_op_save_ended();
 }
 
 /* Failed inside the pause, after the save began: nothing is recorded */
@@ -188,7 +180,7 @@ static void checkpoint_create_abandon(CheckpointCreate *c)
 {
     remove_state_dir(c->state_dir);
     checkpoint_create_free_state(c);
-    creating = NULL;
+    checkpoint_op_save_ended();
 }
 
 /*
@@ -228,7 +220,7 @@ static bool create_allowed(Error **errp)
                    " or checkpoint-set-parameters)");
         return false;
     }
-    if (creating) {
+    if (checkpoint_op_saving()) {
         error_setg(errp, "A checkpoint is being created already");
         return false;
     }
@@ -448,7 +440,7 @@ static bool pause_and_switch(CheckpointCreate *c, GPtrArray *disks, Job *job,
         checkpoint_create_free_state(c);
         return false;
     }
-    creating = c;
+    checkpoint_op_save_started();
     c->job = container_of(job, CheckpointCreateJob, common);
     checkpoint_crash_point("create-before-switch");
     if (!checkpoint_disks_snapshot(disks, &local_err)) {
@@ -550,7 +542,7 @@ CheckpointCreateResult *qmp_checkpoint_create(const char *name,
     if (name && !checkpoint_name_valid(name, errp)) {
         return NULL;
     }
-    if (checkpoint_apply_busy()) {
+    if (checkpoint_op_applying()) {
         error_setg(errp, "A checkpoint is being applied");
         return NULL;
     }
