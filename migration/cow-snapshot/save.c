@@ -47,89 +47,14 @@
 #include "system/system.h"
 #include "cow-snapshot.h"
 #include "internal.h"
-
-/* Bytes the saver claims, copies and writes at a time */
-#define COWSNAP_CHUNK           (1024 * 1024)
-/* Window around a faulting page saved with it */
-#define COWSNAP_FAULT_WINDOW    (64 * 1024)
-/* Fault buffers waiting to be written; more faults are written inline */
-#define COWSNAP_FAULT_SLOTS     256
-
-typedef struct CowSnapBlock {
-    CowSnapBlockRef ref;
-    uint64_t pages;             /* COWSNAP_PAGE_SIZE pages */
-    uint64_t hpages;            /* host pages: the unit of protection */
-    unsigned long *claimed;     /* per host page: saved or being saved */
-    unsigned long *touched;     /* per host page: written since prepare */
-    unsigned long *map;         /* per page: non-zero page in the file */
-    uint64_t map_offset;
-    uint64_t data_offset;
-    uint8_t *rom_copy;          /* non-writable blocks: copy made at begin */
-    bool registered;            /* registered with the userfaultfd */
-    bool mr_ref;                /* holds a reference to its MemoryRegion */
-} CowSnapBlock;
-
-typedef struct CowSnapSlot {
-    QSIMPLEQ_ENTRY(CowSnapSlot) next;
-    unsigned block;
-    uint64_t first_page;
-    uint64_t npages;
-    uint8_t *data;
-} CowSnapSlot;
-
-typedef struct CowSnapJob {
-    char *path;
-    int fd;
-    int uffd;
-    bool paused_save;
-    CowSnapshotDoneFn *done;
-    void *done_opaque;
-
-    CowSnapBlock *blocks;
-    unsigned nr_blocks;
-    size_t slot_size;
-
-    CowSnapFileHeader hdr;      /* little-endian, as on disk */
-    CowSnapFileBlock *table;    /* little-endian, as on disk */
-    uint8_t *devstate;
-    size_t devstate_size;
-
-    QemuMutex lock;             /* claimed bitmaps, slots, inflight, err */
-    QemuCond cond;
-    QSIMPLEQ_HEAD(, CowSnapSlot) queue;
-    QSIMPLEQ_HEAD(, CowSnapSlot) free_slots;
-    CowSnapSlot *slots;
-    uint8_t *fault_buf;         /* fault thread's own buffer */
-    unsigned inflight;          /* claimed by the fault thread, unwritten */
-    Error *err;
-
-    QemuThread saver;
-    QemuThread faulter;
-    bool faulter_started;
-    EventNotifier stop_faulter;
-    bool aborting;              /* atomic: release faults without saving */
-    bool cancel;                /* atomic */
-    bool tracking;              /* atomic: prepared, not begun */
-    bool discard_disabled;
-    uint64_t rearmed_pages;
-
-    uint64_t total_bytes;
-    uint64_t done_bytes;        /* atomic */
-    uint64_t written_bytes;     /* atomic */
-    uint64_t faulted_pages;     /* atomic */
-    int64_t start_ns;
-    int64_t end_ns;
-    uint64_t pause_us;
-    CowSnapshotStatus status;
-    bool active;
-} CowSnapJob;
+#include "save.h"
 
 /* The current or last snapshot; only touched by the main loop */
 static CowSnapJob *cowsnap_job;
 /* A snapshot prepared (RAM armed) and not begun yet */
 static CowSnapJob *cowsnap_prepared;
 
-static void cowsnap_set_error(CowSnapJob *job, int err, const char *what)
+void cowsnap_set_error(CowSnapJob *job, int err, const char *what)
 {
     qemu_mutex_lock(&job->lock);
     if (!job->err) {
@@ -141,9 +66,9 @@ static void cowsnap_set_error(CowSnapJob *job, int err, const char *what)
 }
 
 /* Write the non-zero pages of @buf, the pages from @first_page on */
-static int cowsnap_write_pages(CowSnapJob *job, CowSnapBlock *b,
-                               uint64_t first_page, const uint8_t *buf,
-                               uint64_t npages)
+int cowsnap_write_pages(CowSnapJob *job, CowSnapBlock *b,
+                        uint64_t first_page, const uint8_t *buf,
+                        uint64_t npages)
 {
     uint64_t i = 0;
 
@@ -171,187 +96,6 @@ static int cowsnap_write_pages(CowSnapJob *job, CowSnapBlock *b,
     }
     qatomic_add(&job->done_bytes, npages * COWSNAP_PAGE_SIZE);
     return 0;
-}
-
-static CowSnapBlock *cowsnap_block_of(CowSnapJob *job, uint64_t addr,
-                                      unsigned *idx)
-{
-    for (unsigned i = 0; i < job->nr_blocks; i++) {
-        CowSnapBlock *b = &job->blocks[i];
-        uintptr_t host = (uintptr_t)b->ref.host;
-
-        if (b->registered && addr >= host && addr < host + b->ref.used_length) {
-            *idx = i;
-            return b;
-        }
-    }
-    return NULL;
-}
-
-/*
- * A guest write hit a page that is still write-protected.  Save it (and
- * the unsaved pages around it) to a buffer, let the guest go, then get
- * the buffer written.
- */
-/* A fault beyond our blocks: never leave a vCPU blocked */
-static void cowsnap_release_foreign(CowSnapJob *job, uint64_t addr)
-{
-    uint64_t page = qemu_real_host_page_size();
-
-    uffd_change_protection(job->uffd,
-                           (void *)(uintptr_t)(addr & ~(page - 1)), page,
-                           false, false);
-}
-
-/*
- * Claim, for the fault on host page @hp of @b, the run [*@s, *@e) of
- * pages around it in its window that nobody claimed yet, and take a
- * free slot for the copy (NULL when every slot waits for the disk).
- * Returns false when there is nothing to copy: the pages were only
- * noted (prepared, not begun), or the saver has the page already.
- */
-static bool cowsnap_claim(CowSnapJob *job, CowSnapBlock *b, uint64_t hp,
-                          uint64_t *s, uint64_t *e, CowSnapSlot **slot)
-{
-    uint64_t hps = b->ref.host_page_size;
-    uint64_t win = MAX(COWSNAP_FAULT_WINDOW / hps, 1);
-    uint64_t w0 = QEMU_ALIGN_DOWN(hp, win);
-    uint64_t w1 = MIN(w0 + win, b->hpages);
-
-    qemu_mutex_lock(&job->lock);
-    if (qatomic_read(&job->tracking)) {
-        /* Prepared, not begun: note the pages and let the write go */
-        bitmap_set(b->touched, w0, w1 - w0);
-        uffd_change_protection(job->uffd, b->ref.host + w0 * hps,
-                               (w1 - w0) * hps, false, false);
-        qemu_mutex_unlock(&job->lock);
-        return false;
-    }
-    if (test_bit(hp, b->claimed)) {
-        /* The saver has it: its release of the protection wakes us */
-        qemu_mutex_unlock(&job->lock);
-        return false;
-    }
-    *s = hp;
-    while (*s > w0 && !test_bit(*s - 1, b->claimed)) {
-        (*s)--;
-    }
-    *e = hp + 1;
-    while (*e < w1 && !test_bit(*e, b->claimed)) {
-        (*e)++;
-    }
-    bitmap_set(b->claimed, *s, *e - *s);
-    job->inflight++;
-    *slot = QSIMPLEQ_FIRST(&job->free_slots);
-    if (*slot) {
-        QSIMPLEQ_REMOVE_HEAD(&job->free_slots, next);
-    }
-    qemu_mutex_unlock(&job->lock);
-    return true;
-}
-
-/*
- * Copy the claimed host pages [@s, @e) of block @idx, let the guest's
- * writes go on, and hand the copy to the saver (in @slot) or, with no
- * slot free, write it to the state file here
- */
-static void cowsnap_copy_claimed(CowSnapJob *job, CowSnapBlock *b,
-                                 unsigned idx, uint64_t s, uint64_t e,
-                                 CowSnapSlot *slot)
-{
-    uint64_t hps = b->ref.host_page_size;
-    uint64_t len = (e - s) * hps;
-    uint8_t *buf = slot ? slot->data : job->fault_buf;
-    int ret;
-
-    memcpy(buf, b->ref.host + s * hps, len);
-    if (uffd_change_protection(job->uffd, b->ref.host + s * hps, len,
-                               false, false)) {
-        cowsnap_set_error(job, EIO, "cannot release write protection");
-    }
-    qatomic_add(&job->faulted_pages, len / COWSNAP_PAGE_SIZE);
-
-    if (slot) {
-        slot->block = idx;
-        slot->first_page = s * hps / COWSNAP_PAGE_SIZE;
-        slot->npages = len / COWSNAP_PAGE_SIZE;
-        qemu_mutex_lock(&job->lock);
-        QSIMPLEQ_INSERT_TAIL(&job->queue, slot, next);
-        qemu_cond_signal(&job->cond);
-        qemu_mutex_unlock(&job->lock);
-        return;
-    }
-
-    /* Every slot is waiting for the disk: write this one ourselves */
-    ret = cowsnap_write_pages(job, b, s * hps / COWSNAP_PAGE_SIZE, buf,
-                              len / COWSNAP_PAGE_SIZE);
-    if (ret < 0) {
-        cowsnap_set_error(job, -ret, "write failed");
-    }
-    qemu_mutex_lock(&job->lock);
-    job->inflight--;
-    qemu_cond_signal(&job->cond);
-    qemu_mutex_unlock(&job->lock);
-}
-
-static void cowsnap_handle_fault(CowSnapJob *job, uint64_t addr)
-{
-    CowSnapSlot *slot = NULL;
-    CowSnapBlock *b;
-    uint64_t hps, hp, s, e;
-    unsigned idx;
-
-    b = cowsnap_block_of(job, addr, &idx);
-    if (!b) {
-        cowsnap_release_foreign(job, addr);
-        return;
-    }
-    hps = b->ref.host_page_size;
-    hp = (addr - (uintptr_t)b->ref.host) / hps;
-    if (qatomic_read(&job->aborting)) {
-        uffd_change_protection(job->uffd, b->ref.host + hp * hps, hps,
-                               false, false);
-        return;
-    }
-    if (cowsnap_claim(job, b, hp, &s, &e, &slot)) {
-        cowsnap_copy_claimed(job, b, idx, s, e, slot);
-    }
-}
-
-static void *cowsnap_fault_thread(void *opaque)
-{
-    CowSnapJob *job = opaque;
-    struct pollfd pfd[2] = {
-        { .fd = job->uffd, .events = POLLIN },
-        { .fd = event_notifier_get_fd(&job->stop_faulter), .events = POLLIN },
-    };
-
-    for (;;) {
-        struct uffd_msg msg[16];
-        int n;
-
-        if (poll(pfd, 2, -1) < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            cowsnap_set_error(job, errno, "poll on userfaultfd failed");
-            break;
-        }
-        n = uffd_read_events(job->uffd, msg, ARRAY_SIZE(msg));
-        if (n < 0) {
-            cowsnap_set_error(job, EIO, "reading userfaultfd failed");
-            break;
-        }
-        for (int i = 0; i < n; i++) {
-            if (msg[i].event == UFFD_EVENT_PAGEFAULT) {
-                cowsnap_handle_fault(job, msg[i].arg.pagefault.address);
-            }
-        }
-        if (n == 0 && (pfd[1].revents & POLLIN)) {
-            break;
-        }
-    }
-    return NULL;
 }
 
 /* Write the buffers the fault thread queued; job->lock held */
@@ -450,35 +194,6 @@ static void cowsnap_wait_faults(CowSnapJob *job)
         qemu_cond_wait(&job->cond, &job->lock);
     }
     qemu_mutex_unlock(&job->lock);
-}
-
-/*
- * Drop write tracking.  The fault thread goes first, so that it never
- * works on a range being unregistered; whoever is still blocked on a
- * fault (after an abort) is woken by the final unprotect.
- */
-static void cowsnap_stop_tracking(CowSnapJob *job)
-{
-    if (job->faulter_started) {
-        event_notifier_set(&job->stop_faulter);
-        qemu_thread_join(&job->faulter);
-        job->faulter_started = false;
-    }
-    for (unsigned i = 0; i < job->nr_blocks; i++) {
-        CowSnapBlock *b = &job->blocks[i];
-
-        if (!b->registered) {
-            continue;
-        }
-        uffd_change_protection(job->uffd, b->ref.host, b->ref.used_length,
-                               false, false);
-        uffd_unregister_memory(job->uffd, b->ref.host, b->ref.used_length);
-        b->registered = false;
-    }
-    if (job->uffd >= 0) {
-        uffd_close_fd(job->uffd);
-        job->uffd = -1;
-    }
 }
 
 /* Page maps, checksum, then the header with the complete flag, synced */
@@ -731,92 +446,6 @@ static void cowsnap_layout(CowSnapJob *job)
     job->total_bytes = ram;
 }
 
-static uint64_t cowsnap_uffd_features(bool *unpopulated)
-{
-    uint64_t features = 0;
-
-    *unpopulated = false;
-    if (uffd_query_features(&features)) {
-        return 0;
-    }
-#ifdef UFFD_FEATURE_WP_UNPOPULATED
-    *unpopulated = features & UFFD_FEATURE_WP_UNPOPULATED;
-#endif
-    return features;
-}
-
-static const char cowsnap_wp_hint[] =
-    "userfaultfd write-protect is needed: a Linux host >= 5.7 (>= 5.19 "
-    "for shared memory backends), permission to use userfaultfd, and RAM "
-    "that is anonymous, shmem/memfd or hugetlbfs; otherwise take the "
-    "snapshot with the VM paused (paused-save)";
-
-static int cowsnap_open_uffd(Error **errp)
-{
-    bool unpopulated;
-    uint64_t features = cowsnap_uffd_features(&unpopulated);
-    uint64_t want = UFFD_FEATURE_PAGEFAULT_FLAG_WP;
-    int fd;
-
-    if (!(features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) {
-        error_setg(errp, "Write tracking of RAM is not available: %s",
-                   cowsnap_wp_hint);
-        return -1;
-    }
-#ifdef UFFD_FEATURE_WP_UNPOPULATED
-    if (unpopulated) {
-        /* Protect never-touched pages too, without populating them */
-        want |= UFFD_FEATURE_WP_UNPOPULATED;
-    }
-#endif
-    fd = uffd_create_fd(want, true);
-    if (fd < 0) {
-        error_setg(errp, "Write tracking of RAM is not available: %s",
-                   cowsnap_wp_hint);
-    }
-    return fd;
-}
-
-/* Register @b with @uffd and write-protect it */
-static bool cowsnap_protect_block(int uffd, CowSnapBlock *b, bool populate,
-                                  Error **errp)
-{
-    uint64_t ioctls = 0;
-
-    if (uffd_register_memory(uffd, b->ref.host, b->ref.used_length,
-                             UFFDIO_REGISTER_MODE_WP, &ioctls) ||
-        !(ioctls & BIT(_UFFDIO_WRITEPROTECT))) {
-        if (!(ioctls & BIT(_UFFDIO_WRITEPROTECT))) {
-            uffd_unregister_memory(uffd, b->ref.host, b->ref.used_length);
-        }
-        error_setg(errp, "Write tracking is not available for RAM block "
-                   "'%s': %s", b->ref.idstr, cowsnap_wp_hint);
-        return false;
-    }
-    b->registered = true;
-    if (populate) {
-        /*
-         * Without UFFD_FEATURE_WP_UNPOPULATED, protection silently skips
-         * pages that were never touched: read each page first.  This is
-         * O(RAM) and is what the feature avoids.
-         */
-        for (uint64_t off = 0; off < b->ref.used_length;
-             off += b->ref.host_page_size) {
-            char tmp = *(char *)(b->ref.host + off);
-
-            /* Keep the read (as ram_block_populate_read() does) */
-            asm volatile("" : "+r" (tmp));
-        }
-    }
-    if (uffd_change_protection(uffd, b->ref.host, b->ref.used_length,
-                               true, false)) {
-        error_setg(errp, "Cannot write-protect RAM block '%s'",
-                   b->ref.idstr);
-        return false;
-    }
-    return true;
-}
-
 static bool cowsnap_setup_blocks(CowSnapJob *job, Error **errp)
 {
     g_autoptr(GArray) refs = cowsnap_vm_blocks();
@@ -1020,41 +649,6 @@ void cow_snapshot_abort_prepared(void)
         cowsnap_job_free(cowsnap_prepared);
         cowsnap_prepared = NULL;
     }
-}
-
-/*
- * Leave tracking mode: from now on a fault saves the page first.  Pages
- * written since prepare lost their protection; protect them again.  The
- * vCPUs are stopped, so this is the only work that depends on the guest,
- * and it is proportional to what it wrote since prepare, not to RAM.
- */
-static bool cowsnap_rearm(CowSnapJob *job, Error **errp)
-{
-    qemu_mutex_lock(&job->lock);
-    qatomic_set(&job->tracking, false);
-    qemu_mutex_unlock(&job->lock);
-
-    for (unsigned i = 0; i < job->nr_blocks; i++) {
-        CowSnapBlock *b = &job->blocks[i];
-        uint64_t hps = b->ref.host_page_size;
-        uint64_t s = 0, e;
-
-        if (!b->registered) {
-            continue;
-        }
-        while ((s = find_next_bit(b->touched, b->hpages, s)) < b->hpages) {
-            e = find_next_zero_bit(b->touched, b->hpages, s);
-            if (uffd_change_protection(job->uffd, b->ref.host + s * hps,
-                                       (e - s) * hps, true, false)) {
-                error_setg(errp, "Cannot write-protect RAM block '%s'",
-                           b->ref.idstr);
-                return false;
-            }
-            job->rearmed_pages += (e - s) * hps / COWSNAP_PAGE_SIZE;
-            s = e;
-        }
-    }
-    return true;
 }
 
 bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
