@@ -1143,6 +1143,53 @@ static void test_apply_job(void)
     qtest_quit(qts);
 }
 
+/*
+ * An apply job cancelled at once, most likely while it waits for
+ * checkpoint-first's memory save (the record of the operation wakes
+ * it): either the apply was done before the cancel came, or it changed
+ * nothing and the VM runs on at the checkpoint taken first.  Either
+ * way that checkpoint is completed and nothing is left marked as
+ * running: the next apply works.
+ */
+static void test_apply_job_cancel(void)
+{
+    g_autofree char *dir = tmp_path("apply-cancel-store");
+    g_autofree char *a = NULL, *p = NULL, *cur = NULL;
+    QTestState *qts = vm_with_new_disks(dir, "k0.qcow2", "k1.vhdx");
+    QDict *rsp, *ev;
+
+    write_pattern(qts, 0xaa);
+    a = create_and_wait(qts, "A");
+    write_pattern(qts, 0xbb);
+    rsp = qtest_qmp(qts, "{'execute': 'checkpoint-apply',"
+                    " 'arguments': {'checkpoint': 'A',"
+                    " 'checkpoint-first': true, 'job-id': 'apply-c'}}");
+    p = g_strdup(qdict_get_str(qdict_get_qdict(rsp, "return"), "created"));
+    qobject_unref(rsp);
+    /* Refused only when the job has concluded already */
+    qobject_unref(qtest_qmp(qts, "{'execute': 'job-cancel',"
+                            " 'arguments': {'id': 'apply-c'}}"));
+    wait_job_concluded(qts, "apply-c");
+
+    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==, p);
+    qobject_unref(ev);
+    assert_run_state(qts, true);
+    cur = current_of(qts);
+    g_test_message("the apply was %s", strcmp(cur, a) ? "cancelled" :
+                   "done before the cancel");
+    if (!strcmp(cur, a)) {
+        assert_pattern(qts, 0xaa);
+    } else {
+        g_assert_cmpstr(cur, ==, p);
+        assert_pattern(qts, 0xbb);
+    }
+
+    g_assert(!apply_as_job(qts, "A", a, false));
+    assert_pattern(qts, 0xaa);
+    qtest_quit(qts);
+}
+
 static char *blockdev_args(const char *qcow2, const char *vhdx)
 {
     return g_strdup_printf(
@@ -1502,6 +1549,7 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/create-no-store", test_create_no_store);
     qtest_add_func("/checkpoint/apply", test_apply);
     qtest_add_func("/checkpoint/apply-job", test_apply_job);
+    qtest_add_func("/checkpoint/apply-job-cancel", test_apply_job_cancel);
     qtest_add_func("/checkpoint/apply-blockdev", test_apply_blockdev);
     qtest_add_func("/checkpoint/apply-refused", test_apply_refused);
     qtest_add_func("/checkpoint/migration-refused", test_migration_refused);
