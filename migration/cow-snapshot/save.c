@@ -23,8 +23,6 @@
  */
 
 #include "qemu/osdep.h"
-#include <poll.h>
-#include <sys/ioctl.h>
 #include "qemu/bitmap.h"
 #include "qemu/bitops.h"
 #include "qemu/cutils.h"
