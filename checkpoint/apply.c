@@ -111,6 +111,8 @@ static void remove_stale(void *opaque)
     checkpoint_store_end_operation();
     /* The old chain's frozen images are closed now: guard the others */
     checkpoint_guard_frozen_images();
+    /* An image the old one was built on may be mergeable now */
+    checkpoint_merge_schedule(NULL, NULL);
 }
 
 /* Record the children about to be made, for a crash to remove them */
@@ -459,6 +461,8 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     }
     a = apply_begin(checkpoint, has_checkpoint_first && checkpoint_first,
                     has_resume, resume, errp);
+    /* While the apply runs, merges wait for it */
+    checkpoint_merge_release();
     if (!a) {
         if (job) {
             job_early_fail(job);

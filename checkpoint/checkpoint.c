@@ -133,6 +133,8 @@ static bool no_block_job_on_disks(const char *what, Error **errp)
 
 bool checkpoint_vm_idle(const char *what, Error **errp)
 {
+    /* A merge of the VM's chain stops; it runs again afterwards */
+    checkpoint_merge_interrupt();
     if (migration_is_running()) {
         error_setg(errp, "Cannot %s while a migration runs", what);
         return false;
@@ -233,6 +235,29 @@ BlockDriverState *checkpoint_find_image(const char *filename)
         if (bs->drv && bs->drv->is_format &&
             checkpoint_same_file(checkpoint_image_filename(bs), filename)) {
             return bs;
+        }
+    }
+    return NULL;
+}
+
+BlockDriverState *checkpoint_find_vm_image(const char *filename)
+{
+    BlockBackend *blk = NULL;
+    BlockDriverState *bs;
+
+    GLOBAL_STATE_CODE();
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    while ((blk = checkpoint_next_disk(blk))) {
+        for (bs = blk_bs(blk); bs; bs = bdrv_cow_bs(bs)) {
+            bs = bdrv_skip_filters(bs);
+            if (bs && bs->drv && bs->drv->is_format &&
+                checkpoint_same_file(checkpoint_image_filename(bs),
+                                     filename)) {
+                return bs;
+            }
+            if (!bs) {
+                break;
+            }
         }
     }
     return NULL;

@@ -46,6 +46,8 @@ BlockBackend *checkpoint_next_disk(BlockBackend *blk);
 /*
  * Is the VM free of what a create or an apply must not run beside (a
  * migration, a memory snapshot)?  @errp says "Cannot @what while ...".
+ * A merge of the VM's chain is stopped first, and merges wait until
+ * the caller calls checkpoint_merge_release().
  */
 bool checkpoint_vm_idle(const char *what, Error **errp);
 
@@ -126,6 +128,37 @@ bool checkpoint_store_drop(const char *id, Error **errp);
  */
 bool checkpoint_store_drop_list(strList *ids, Error **errp);
 
+/*
+ * Delete checkpoints @ids (their children and "Now" move up), and
+ * record @stale (taken over) as files that a crash must not leave
+ * behind (removed on the next open if nothing uses them); save
+ */
+bool checkpoint_store_delete(strList *ids, strList *stale, Error **errp);
+
+/*
+ * The merge in progress is @merge (taken over; NULL: none any more);
+ * save
+ */
+bool checkpoint_store_set_merge(CheckpointManifestMerge *merge,
+                                Error **errp);
+
+/*
+ * A merge replaced image @old by @image: every record of @old names
+ * @image, with @image's identity where one was recorded, and the
+ * records of @relinked (images whose parent link was rewritten) get
+ * their new identity; save
+ */
+bool checkpoint_store_replace_image(const char *old, const char *image,
+                                    strList *relinked, Error **errp);
+
+/* checkpoint_store_replace_image() in @m, not saved */
+void checkpoint_manifest_replace_image(CheckpointManifest *m,
+                                       const char *old, const char *image,
+                                       strList *relinked);
+
+/* Remove checkpoint @id from @m: children and "Now" go to its parent */
+void checkpoint_manifest_drop(CheckpointManifest *m, const char *id);
+
 /* Is @filename the frozen image of a checkpoint? */
 bool checkpoint_store_is_frozen(const char *filename);
 
@@ -144,6 +177,13 @@ bool checkpoint_store_commit_apply(const char *id,
  * changes only through the checkpoint_store_*() operations
  */
 CheckpointManifest *checkpoint_store_manifest(void);
+
+/*
+ * A copy of the manifest, for code that polls the main loop while it
+ * reads it (opening an image does): a merge, a create or an apply that
+ * runs meanwhile replaces the store's manifest
+ */
+CheckpointManifest *checkpoint_store_manifest_copy(void);
 
 /* Rename checkpoint @id to @name (valid) */
 bool checkpoint_store_rename(const char *id, const char *name, Error **errp);
@@ -197,6 +237,13 @@ bool checkpoint_same_path(const char *a, const char *b);
 
 /* The node of the open image whose file is @filename, or NULL */
 BlockDriverState *checkpoint_find_image(const char *filename);
+
+/*
+ * The node of image @filename in the backing chain of a guest disk, or
+ * NULL (a node of the file may still be open elsewhere: a guard, the
+ * chain the VM left at an apply)
+ */
+BlockDriverState *checkpoint_find_vm_image(const char *filename);
 
 /*
  * Open image @filename of format @fmt alone, without its backing chain
@@ -344,6 +391,15 @@ GPtrArray *checkpoint_disks_plan_apply(CheckpointManifestEntry *e,
 bool checkpoint_disks_make_children(GPtrArray *disks, bool on_parent,
                                     Error **errp);
 
+/*
+ * Image @filename with its backing chain, the nodes the VM has open
+ * shared; @writable: the image itself read-write (it must not be open).
+ * Returns a new reference.
+ */
+BlockDriverState *checkpoint_open_chain(const char *filename,
+                                        const char *fmt, bool writable,
+                                        Error **errp);
+
 /* Close the children and delete the files made */
 void checkpoint_disks_remove_children(GPtrArray *disks);
 
@@ -371,6 +427,96 @@ strList *checkpoint_disks_children(GPtrArray *disks);
 /* The manifest records of the children, or of the parents */
 CheckpointManifestDiskList *checkpoint_disks_images(GPtrArray *disks,
                                                     bool children);
+
+/* chains.c: the images of the disks, and what is built on what */
+
+typedef struct CheckpointImage {
+    char *filename;             /* canonical */
+    char *format;
+    char *device;
+    char *parent_name;          /* canonical; NULL: the disk's original */
+    struct CheckpointImage *parent;
+    GPtrArray *dependents;      /* the images built on it */
+    bool needed;                /* a checkpoint's or "Now"'s image */
+    bool active;                /* a disk's active image */
+    bool open_in_vm;
+    bool gone;                  /* a plan deletes it */
+    int64_t size;
+    int64_t allocated;          /* bytes of its own layer, -1 unknown */
+} CheckpointImage;
+
+typedef struct CheckpointChains {
+    GHashTable *images;         /* canonical name -> CheckpointImage */
+} CheckpointChains;
+
+/*
+ * The images that the records of @m and @extra (images of checkpoints
+ * about to be deleted) need, following backing files; @errp names an
+ * image that cannot be read
+ */
+CheckpointChains *checkpoint_chains_scan(CheckpointManifest *m,
+                                         CheckpointManifestDiskList *extra,
+                                         Error **errp);
+void checkpoint_chains_free(CheckpointChains *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CheckpointChains, checkpoint_chains_free)
+CheckpointImage *checkpoint_chains_find(CheckpointChains *c,
+                                        const char *filename);
+
+/*
+ * The images under @top that no one needs and that only the one above
+ * each is built on, top-down (none of @busy, a set of file names)
+ */
+GPtrArray *checkpoint_chains_run_below(CheckpointImage *top,
+                                       GHashTable *busy);
+
+/* plan.c: Hyper-V's rules on the images that nothing needs */
+
+/*
+ * Per disk of @m: the images to delete, the merges to run and the
+ * images that wait, leaving out images of @busy (a set of file names)
+ * and merging no image whose top is in @failed (name -> reason)
+ */
+CheckpointDeletePlan *checkpoint_plan(CheckpointManifest *m,
+                                      CheckpointChains *c, GHashTable *busy,
+                                      GHashTable *failed);
+
+/* The pending image of merge @mp that its filesystem cannot hold */
+CheckpointPendingImage *checkpoint_space_pending(CheckpointMergePlan *mp,
+                                                 const char *folder,
+                                                 int64_t free);
+
+/* merge.c: the checkpoint-merge job */
+
+/*
+ * Plan the merges again and start those that can run, in a job with id
+ * @job_id (NULL: "checkpoint-merge") unless one runs; *@started_id
+ * gets the job's id when merges run
+ */
+void checkpoint_merge_schedule(const char *job_id, char **started_id);
+
+/* Is @filename an image of the merge in progress? */
+bool checkpoint_merge_uses(const char *filename);
+
+/* The images of the merge in progress, as a set of names (or NULL) */
+GHashTable *checkpoint_merge_busy(void);
+
+/*
+ * A create or an apply is about to change the disks: a merge of the
+ * VM's chain stops (it runs again, planned anew, afterwards)
+ */
+void checkpoint_merge_interrupt(void);
+
+/* The create or apply has ended: merges may run again */
+void checkpoint_merge_release(void);
+
+/* Resume a paused merge, retry failed ones */
+void checkpoint_merge_resume_all(void);
+
+/*
+ * Store open: finish the merge that a killed QEMU recorded in @m
+ * (store folder @dir), or forget it so that it runs again
+ */
+void checkpoint_merge_recover(const char *dir, CheckpointManifest *m);
 
 /* guard.c */
 

@@ -547,6 +547,7 @@ CheckpointCreateResult *qmp_checkpoint_create(const char *name,
         return NULL;
     }
     id = checkpoint_create_start(name, job_id, errp);
+    checkpoint_merge_release();
     if (!id) {
         return NULL;
     }

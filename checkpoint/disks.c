@@ -271,7 +271,7 @@ GPtrArray *checkpoint_disks_plan_apply(CheckpointManifestEntry *e,
  * that no file is opened twice.  Returns a new reference.
  */
 static BlockDriverState *open_chain(const char *filename, const char *fmt,
-                                    int depth, Error **errp)
+                                    int depth, int flags, Error **errp)
 {
     BlockDriverState *bs = checkpoint_find_image(filename);
     BlockDriverState *parent = NULL;
@@ -313,7 +313,7 @@ static BlockDriverState *open_chain(const char *filename, const char *fmt,
     opts = qdict_new();
     qdict_put_str(opts, "driver", fmt);
     if (backing) {
-        parent = open_chain(backing, backing_fmt, depth + 1, errp);
+        parent = open_chain(backing, backing_fmt, depth + 1, 0, errp);
         if (!parent) {
             qobject_unref(opts);
             return NULL;
@@ -322,11 +322,22 @@ static BlockDriverState *open_chain(const char *filename, const char *fmt,
     } else {
         qdict_put_null(opts, "backing");
     }
-    bs = bdrv_open(filename, NULL, opts, 0, errp);
+    bs = bdrv_open(filename, NULL, opts, flags, errp);
     if (parent) {
         bdrv_unref(parent);
     }
     return bs;
+}
+
+BlockDriverState *checkpoint_open_chain(const char *filename,
+                                        const char *fmt, bool writable,
+                                        Error **errp)
+{
+    if (writable && checkpoint_find_image(filename)) {
+        error_setg(errp, "'%s' is open already", filename);
+        return NULL;
+    }
+    return open_chain(filename, fmt, 0, writable ? BDRV_O_RDWR : 0, errp);
 }
 
 /*
@@ -352,7 +363,7 @@ static bool make_child_on_parent(CheckpointDisk *d, Error **errp)
     BlockDriverState *frozen;
     int64_t size;
 
-    frozen = open_chain(d->parent, d->format, 0, errp);
+    frozen = open_chain(d->parent, d->format, 0, 0, errp);
     if (!frozen) {
         return false;
     }

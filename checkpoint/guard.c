@@ -62,7 +62,9 @@ void checkpoint_guard_frozen_images(void)
         for (d = l->value->disks; d; d = d->next) {
             BlockDriverState *bs = checkpoint_find_image(d->value->filename);
 
-            if (bs && g_hash_table_add(seen, bs)) {
+            /* The images of a merge lose their guard: it relinks them */
+            if (bs && !checkpoint_merge_uses(d->value->filename) &&
+                g_hash_table_add(seen, bs)) {
                 guard_node(bs, d->value->filename);
             }
         }

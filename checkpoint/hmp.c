@@ -67,6 +67,35 @@ static void print_children(Monitor *mon, CheckpointInfoList *all,
     }
 }
 
+/* The merges waiting or running, with their progress */
+static void print_merges(Monitor *mon)
+{
+    g_autoptr(CheckpointMergeInfoList) list = NULL;
+    CheckpointMergeInfoList *l;
+    Error *err = NULL;
+
+    list = qmp_query_checkpoint_merges(&err);
+    if (hmp_handle_error(mon, err) || !list) {
+        return;
+    }
+    monitor_printf(mon, "Merges:\n");
+    for (l = list; l; l = l->next) {
+        CheckpointMergeInfo *i = l->value;
+        int pct = i->bytes_total ? i->bytes_done * 100 / i->bytes_total : 0;
+
+        monitor_printf(mon, "  disk %s: %s, %s", i->device, i->images->value,
+                       CheckpointMergeState_str(i->state));
+        if (i->state == CHECKPOINT_MERGE_STATE_RUNNING ||
+            i->state == CHECKPOINT_MERGE_STATE_PAUSED) {
+            monitor_printf(mon, " %d%% (%s %s)", pct,
+                           CheckpointMergeDirection_str(i->direction),
+                           i->top);
+        }
+        monitor_printf(mon, "%s%s\n", i->reason ? ": " : "",
+                       i->reason ?: "");
+    }
+}
+
 void hmp_info_checkpoints(Monitor *mon, const QDict *qdict)
 {
     g_autoptr(CheckpointParameters) p = NULL;
@@ -101,6 +130,7 @@ void hmp_info_checkpoints(Monitor *mon, const QDict *qdict)
         /* The running VM has no checkpoint above it */
         monitor_printf(mon, "Now\n");
     }
+    print_merges(mon);
 }
 
 void hmp_checkpoint_rename(Monitor *mon, const QDict *qdict)
@@ -143,4 +173,78 @@ void hmp_checkpoint_apply(Monitor *mon, const QDict *qdict)
         monitor_printf(mon, "The state before the apply is checkpoint %s\n",
                        r->created);
     }
+}
+
+static void print_disk_plan(Monitor *mon, CheckpointDiskPlan *dp)
+{
+    CheckpointMergePlanList *m;
+    CheckpointPendingImageList *p;
+    strList *f;
+
+    for (f = dp->deleted; f; f = f->next) {
+        monitor_printf(mon, "  disk %s: delete %s\n", dp->device, f->value);
+    }
+    for (m = dp->merges; m; m = m->next) {
+        g_autofree char *size = size_to_str(m->value->bytes);
+
+        monitor_printf(mon, "  disk %s: merge %s%s %s %s (%s, %s, %s)\n",
+                       dp->device, m->value->images->value,
+                       m->value->images->next ? " and the images below" : "",
+                       m->value->direction == CHECKPOINT_MERGE_DIRECTION_STREAM
+                       ? "into" : "with", m->value->top,
+                       CheckpointMergeDirection_str(m->value->direction),
+                       size, m->value->online ? "online" : "offline");
+    }
+    for (p = dp->pending; p; p = p->next) {
+        monitor_printf(mon, "  disk %s: keep %s, merge pending: %s\n",
+                       dp->device, p->value->filename, p->value->reason);
+    }
+}
+
+static void print_plan(Monitor *mon, CheckpointDeletePlan *plan, bool dry)
+{
+    CheckpointDiskPlanList *d;
+    CheckpointSpaceList *sp;
+    strList *id;
+
+    for (id = plan->deleted; id; id = id->next) {
+        monitor_printf(mon, "%s checkpoint %s\n",
+                       dry ? "Would delete" : "Deleted", id->value);
+    }
+    for (d = plan->disks; d; d = d->next) {
+        print_disk_plan(mon, d->value);
+    }
+    for (sp = plan->space; sp; sp = sp->next) {
+        g_autofree char *need = size_to_str(sp->value->needed);
+        g_autofree char *avail = size_to_str(sp->value->free);
+
+        monitor_printf(mon, "  space on %s: %s needed, %s free\n",
+                       sp->value->folder, need, avail);
+    }
+    if (plan->job_id) {
+        monitor_printf(mon, "Merging in job %s (see info checkpoints)\n",
+                       plan->job_id);
+    }
+}
+
+void hmp_checkpoint_delete(Monitor *mon, const QDict *qdict)
+{
+    const char *key = qdict_get_try_str(qdict, "checkpoint");
+    bool all = qdict_get_try_bool(qdict, "all", false);
+    bool subtree = qdict_get_try_bool(qdict, "subtree", false);
+    bool dry = qdict_get_try_bool(qdict, "dry_run", false);
+    g_autoptr(CheckpointDeletePlan) plan = NULL;
+    Error *err = NULL;
+
+    if (!all && !key) {
+        monitor_printf(mon, "checkpoint_delete: give a checkpoint, or -a to"
+                       " delete them all\n");
+        return;
+    }
+    plan = qmp_checkpoint_delete(key, all, all, subtree, subtree, dry, dry,
+                                 NULL, &err);
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    print_plan(mon, plan, dry);
 }

@@ -176,6 +176,34 @@ static bool operation_valid(CheckpointManifestOperation *op, Error **errp)
            files_valid("replaced file", op->stale_files, errp);
 }
 
+/*
+ * A recorded merge deletes the files it merged once nothing uses them:
+ * the same names as an operation's, the images absolute
+ */
+static bool merge_valid(CheckpointManifestMerge *mg, Error **errp)
+{
+    strList *l;
+
+    if (strcmp(mg->format, "vhdx") && strcmp(mg->format, "qcow2")) {
+        error_setg(errp, "the merge in progress has format '%s'",
+                   mg->format);
+        return false;
+    }
+    if (!mg->images || !g_path_is_absolute(mg->top)) {
+        error_setg(errp, "the merge in progress names no image, or a"
+                   " relative one");
+        return false;
+    }
+    for (l = mg->images; l; l = l->next) {
+        if (!g_path_is_absolute(l->value)) {
+            error_setg(errp, "the merge in progress names the relative"
+                       " image '%s'", l->value);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp)
 {
     g_autoptr(GHashTable) ids = g_hash_table_new(g_str_hash, g_str_equal);
@@ -246,6 +274,9 @@ bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp)
         return false;
     }
     if (m->operation && !operation_valid(m->operation, errp)) {
+        return false;
+    }
+    if (m->merge && !merge_valid(m->merge, errp)) {
         return false;
     }
     return true;

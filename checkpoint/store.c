@@ -17,8 +17,10 @@
 #include "qemu/osdep.h"
 #include "qemu/error-report.h"
 #include "qemu/uuid.h"
+#include "qapi/clone-visitor.h"
 #include "qapi/error.h"
 #include "qapi/qapi-types-checkpoint.h"
+#include "qapi/qapi-visit-checkpoint.h"
 #include "block/block-global-state.h"
 #include "hw/qdev-core.h"
 #include "system/block-backend.h"
@@ -189,6 +191,54 @@ static bool path_has_no_link(const char *path)
     return lstat(path, &st) < 0 || !S_ISLNK(st.st_mode);
 }
 
+/* Is @path the folder "<dir>/<uuid>" of a checkpoint not in @m? */
+static bool folder_of_deleted(const char *dir, CheckpointManifest *m,
+                              const char *path)
+{
+    g_autofree char *parent = g_path_get_dirname(path);
+    g_autofree char *name = g_path_get_basename(path);
+    CheckpointManifestEntryList *l;
+    QemuUUID uuid;
+
+    if (strcmp(parent, dir) || qemu_uuid_parse(name, &uuid) < 0) {
+        return false;
+    }
+    for (l = m->checkpoints; l; l = l->next) {
+        if (!strcmp(l->value->id, name)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * May the recovery of a delete remove @path?  The folder of a deleted
+ * checkpoint and its state file, or a differencing image that no
+ * record and no chain of the store uses.
+ */
+static bool deleted_leftover(const char *dir, CheckpointManifest *m,
+                             const char *path)
+{
+    g_autofree char *folder = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    g_autoptr(CheckpointChains) chains = NULL;
+    Error *local_err = NULL;
+
+    if (folder_of_deleted(dir, m, path) ||
+        (!strcmp(base, "state") && folder_of_deleted(dir, m, folder))) {
+        return true;
+    }
+    if (!checkpoint_leftover_name_valid(path) || image_referenced(m, path)) {
+        return false;
+    }
+    chains = checkpoint_chains_scan(m, NULL, &local_err);
+    if (!chains) {
+        warn_report_err(local_err);
+        return false;
+    }
+    return !checkpoint_chains_find(chains, path);
+}
+
 /*
  * May the recovery of @op remove @path?  Only what the operation itself
  * made: the checkpoint's folder in the store and its state file, or a
@@ -208,6 +258,9 @@ static bool leftover_is_own(const char *dir, CheckpointManifest *m,
     }
     if (!strcmp(path, folder) || !strcmp(path, state)) {
         return true;
+    }
+    if (op->op == CHECKPOINT_OPERATION_DELETE) {
+        return deleted_leftover(dir, m, path);
     }
     return !image_referenced(m, path) && child_of_referenced(m, path);
 }
@@ -243,28 +296,37 @@ static void remove_own_leftover(const char *dir, CheckpointManifest *m,
     remove_leftover(path);
 }
 
-/* Remove checkpoint @e from @m: children and "Now" go to its parent */
-static void manifest_drop(CheckpointManifest *m, CheckpointManifestEntry *e)
+void checkpoint_manifest_drop(CheckpointManifest *m, const char *id)
 {
     CheckpointManifestEntryList **p = &m->checkpoints, *l;
+    g_autofree char *parent = NULL;
 
+    while (*p && strcmp((*p)->value->id, id)) {
+        p = &(*p)->next;
+    }
+    if (!*p) {
+        return;
+    }
+    parent = g_strdup((*p)->value->parent);
     for (l = m->checkpoints; l; l = l->next) {
-        if (!g_strcmp0(l->value->parent, e->id)) {
+        if (!g_strcmp0(l->value->parent, id)) {
             g_free(l->value->parent);
-            l->value->parent = g_strdup(e->parent);
+            l->value->parent = g_strdup(parent);
         }
     }
-    if (!g_strcmp0(m->current, e->id)) {
+    if (!g_strcmp0(m->current, id)) {
         g_free(m->current);
-        m->current = g_strdup(e->parent);
-    }
-    while ((*p)->value != e) {
-        p = &(*p)->next;
+        m->current = g_strdup(parent);
     }
     l = *p;
     *p = l->next;
     l->next = NULL;
     qapi_free_CheckpointManifestEntryList(l);
+}
+
+static void manifest_drop(CheckpointManifest *m, CheckpointManifestEntry *e)
+{
+    checkpoint_manifest_drop(m, e->id);
 }
 
 /*
@@ -278,6 +340,7 @@ static void recover(const char *dir, CheckpointManifest *m)
     CheckpointManifestEntryList *l, *next;
     strList *f;
 
+    checkpoint_merge_recover(dir, m);
     if (m->operation) {
         CheckpointManifestOperation *op = m->operation;
 
@@ -616,6 +679,12 @@ CheckpointManifest *checkpoint_store_manifest(void)
     return store.manifest;
 }
 
+CheckpointManifest *checkpoint_store_manifest_copy(void)
+{
+    return store.manifest ? QAPI_CLONE(CheckpointManifest, store.manifest)
+                          : NULL;
+}
+
 
 bool checkpoint_store_begin_operation(CheckpointOperation op,
                                       const char *id, strList *new_files,
@@ -736,5 +805,95 @@ bool checkpoint_store_reconnect(const char *filename, Error **errp)
             d->identity = now;
         }
     }
+    return checkpoint_store_save(errp);
+}
+
+/* Replace the store's manifest by @m if it can be saved */
+static bool save_instead(CheckpointManifest *m, Error **errp)
+{
+    if (!checkpoint_manifest_save(store.dir, m, errp)) {
+        qapi_free_CheckpointManifest(m);
+        return false;
+    }
+    qapi_free_CheckpointManifest(store.manifest);
+    store.manifest = m;
+    return true;
+}
+
+bool checkpoint_store_delete(strList *ids, strList *stale, Error **errp)
+{
+    CheckpointManifest *m = QAPI_CLONE(CheckpointManifest, store.manifest);
+    CheckpointManifestOperation *o = g_new0(CheckpointManifestOperation, 1);
+    strList *l;
+
+    for (l = ids; l; l = l->next) {
+        checkpoint_manifest_drop(m, l->value);
+    }
+    o->op = CHECKPOINT_OPERATION_DELETE;
+    o->checkpoint = g_strdup(ids->value);
+    o->stale_files = stale;
+    o->has_stale_files = stale != NULL;
+    qapi_free_CheckpointManifestOperation(m->operation);
+    m->operation = o;
+    return save_instead(m, errp);
+}
+
+bool checkpoint_store_set_merge(CheckpointManifestMerge *merge,
+                                Error **errp)
+{
+    CheckpointManifest *m = QAPI_CLONE(CheckpointManifest, store.manifest);
+
+    qapi_free_CheckpointManifestMerge(m->merge);
+    m->merge = merge;
+    return save_instead(m, errp);
+}
+
+static bool in_str_list(strList *l, const char *s)
+{
+    for (; l; l = l->next) {
+        if (checkpoint_same_path(l->value, s)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void checkpoint_manifest_replace_image(CheckpointManifest *m,
+                                       const char *old, const char *image,
+                                       strList *relinked)
+{
+    CheckpointManifestEntryList *l;
+    CheckpointManifestDiskList *dl;
+    g_autoptr(GPtrArray) recs = g_ptr_array_new();
+    guint i;
+
+    for (l = m->checkpoints; l; l = l->next) {
+        for (dl = l->value->disks; dl; dl = dl->next) {
+            g_ptr_array_add(recs, dl->value);
+        }
+    }
+    for (dl = m->active; dl; dl = dl->next) {
+        g_ptr_array_add(recs, dl->value);
+    }
+    for (i = 0; i < recs->len; i++) {
+        CheckpointManifestDisk *d = g_ptr_array_index(recs, i);
+        bool moved = checkpoint_same_path(d->filename, old);
+
+        if (moved) {
+            g_free(d->filename);
+            d->filename = g_strdup(image);
+        }
+        if (d->identity && (moved || in_str_list(relinked, d->filename))) {
+            g_free(d->identity);
+            d->identity = checkpoint_image_identity(d->filename, d->format,
+                                                    NULL);
+        }
+    }
+}
+
+bool checkpoint_store_replace_image(const char *old, const char *image,
+                                    strList *relinked, Error **errp)
+{
+    checkpoint_manifest_replace_image(store.manifest, old, image, relinked);
     return checkpoint_store_save(errp);
 }

@@ -410,6 +410,12 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
 {
     BDRVVHDXState *s = bs->opaque;
     g_autoptr(VHDXParentLocator) loc = g_new0(VHDXParentLocator, 1);
+    /*
+     * The image file's own name: bs->filename is a json: description
+     * when the chain was opened with explicit nodes (a commit job's
+     * overlay), and paths are relative to the file's folder
+     */
+    const char *own = bs->file ? bs->file->bs->filename : bs->filename;
     g_autofree char *full = NULL;
     static const MSGUID zero_guid;
     Error *local_err = NULL;
@@ -441,8 +447,7 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
                      bs->filename, backing_fmt);
         return -EINVAL;
     }
-    full = bdrv_get_full_backing_filename_from_filename(bs->filename,
-                                                        backing_file,
+    full = bdrv_get_full_backing_filename_from_filename(own, backing_file,
                                                         &local_err);
     if (!full) {
         goto fail;
@@ -453,8 +458,7 @@ vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
     }
     loc->parent_linkage = vhdx_guid_format(&guid);
     loc->parent_linkage2 = vhdx_guid_format(&zero_guid);
-    if (!vhdx_diff_locator_paths(loc, bs->filename, backing_file, full,
-                                 &local_err)) {
+    if (!vhdx_diff_locator_paths(loc, own, backing_file, full, &local_err)) {
         goto fail;
     }
     ret = vhdx_diff_co_replace_locator(bs, loc);
