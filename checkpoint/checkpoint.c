@@ -232,7 +232,11 @@ BlockDriverState *checkpoint_find_image(const char *filename)
     BlockDriverState *bs = NULL;
 
     while ((bs = bdrv_next_all_states(bs))) {
-        if (bs->drv && bs->drv->is_format &&
+        /*
+         * A node still being opened (its driver polls the main loop
+         * while it reads the image) has no request alignment yet
+         */
+        if (bs->drv && bs->drv->is_format && bs->bl.request_alignment &&
             checkpoint_same_file(checkpoint_image_filename(bs), filename)) {
             return bs;
         }
@@ -266,7 +270,7 @@ BlockDriverState *checkpoint_find_vm_image(const char *filename)
 BlockDriverState *checkpoint_image_node(const char *filename,
                                         const char *fmt, Error **errp)
 {
-    BlockDriverState *bs = checkpoint_find_image(filename);
+    BlockDriverState *bs = checkpoint_find_vm_image(filename);
 
     if (bs) {
         bdrv_ref(bs);

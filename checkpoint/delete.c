@@ -215,6 +215,7 @@ static bool do_delete(strList *ids, CheckpointDeletePlan *plan,
 {
     strList *l;
 
+    checkpoint_crash_point("delete-before-commit");
     if (!checkpoint_store_delete(ids, stale_files(ids, plan), errp)) {
         return false;
     }

@@ -272,7 +272,13 @@ static bool after_job(Merge *mg, Error **errp)
         resume_vm(mg);
         return merge_finish_commit(rec, errp);
     case MERGE_STREAM:
-        return record_copied(mg, errp);
+        /* The top reads nothing from the run any more */
+        if (!record_copied(mg, errp)) {
+            return false;
+        }
+        checkpoint_crash_point("merge-before-remove");
+        merge_remove_merged(checkpoint_store_manifest(), rec);
+        return true;
     case MERGE_CHAIN_COMMIT:
         return merge_finish_commit(rec, errp);
     default:

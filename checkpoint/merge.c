@@ -41,6 +41,7 @@ static struct {
     GHashTable *busy;           /* the images of cur, by name */
     GHashTable *failed;         /* top -> why its merge failed */
     bool hold;                  /* a create or an apply runs */
+    unsigned ended;             /* merges ended so far */
 } merges;
 
 static void merge_free(Merge *mg)
@@ -351,6 +352,7 @@ static void end_bh(void *opaque)
     Error *local_err = NULL;
 
     merges.cur = NULL;
+    merges.ended++;
     g_hash_table_destroy(g_steal_pointer(&merges.busy));
     if (!checkpoint_store_set_merge(NULL, &local_err)) {
         warn_report_err(local_err);
@@ -590,6 +592,8 @@ CheckpointMergeInfoList *qmp_query_checkpoint_merges(Error **errp)
     CheckpointDiskPlanList *d;
     CheckpointMergePlanList *ml;
     CheckpointPendingImageList *pl;
+    Error *local_err = NULL;
+    unsigned ended = merges.ended;
 
     if (!m) {
         return NULL;
@@ -597,8 +601,17 @@ CheckpointMergeInfoList *qmp_query_checkpoint_merges(Error **errp)
     if (merges.cur) {
         QAPI_LIST_APPEND(tail, running_info(merges.cur));
     }
-    chains = checkpoint_chains_scan(m, NULL, errp);
+    chains = checkpoint_chains_scan(m, NULL, &local_err);
+    if (!chains && (merges.job || merges.ended != ended)) {
+        /*
+         * A merge removed or relinked an image while the scan looked
+         * at it: the running merge is the answer
+         */
+        error_free(local_err);
+        return out;
+    }
     if (!chains) {
+        error_propagate(errp, local_err);
         qapi_free_CheckpointMergeInfoList(out);
         return NULL;
     }

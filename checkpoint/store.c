@@ -385,6 +385,11 @@ static void recover(const char *dir, CheckpointManifest *m)
     }
 }
 
+static void schedule_merges_bh(void *opaque)
+{
+    checkpoint_merge_schedule(NULL, NULL);
+}
+
 /* Open (or create) the store in @dir; replaces the current one */
 bool checkpoint_store_open(const char *dir, Error **errp)
 {
@@ -439,6 +444,12 @@ bool checkpoint_store_open(const char *dir, Error **errp)
     if (phase_check(PHASE_MACHINE_READY)) {
         checkpoint_guard_frozen_images();
     }
+    /*
+     * The merges of deleted checkpoints that a stopped QEMU left: from
+     * the main loop, once the VM is set up
+     */
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), schedule_merges_bh,
+                            NULL);
     return true;
 }
 
