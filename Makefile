@@ -3,7 +3,8 @@
 #   make run     build what is missing, boot the default guest (QMP + HMP)
 #   make check   build what is missing, run every test
 #   make demo    build what is missing, a scripted tour of checkpoints
-#                (scripts/demo: create, apply, rename; prints the tree)
+#                (scripts/demo: create, apply, rename, delete; prints
+#                the tree)
 #   make bench-disk   differencing VHDX vs qcow2 (and cp): JSON lines and
 #                a table of ratios (a benchmark, not a test)
 #   make bench-ram    copy-on-write RAM snapshot vs upstream mechanisms

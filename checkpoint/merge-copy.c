@@ -120,9 +120,9 @@ static bool start_job(Merge *mg, BlockDriverState *top, Error **errp)
                      &local_err);
         break;
     case MERGE_CHAIN_COMMIT:
-        commit_start(mg->inner_id, disk_top(rec->device), bottom, top, INNER_FLAGS,
-                     0, BLOCKDEV_ON_ERROR_ENOSPC, bottom_of(rec), false,
-                     NULL, &local_err);
+        commit_start(mg->inner_id, disk_top(rec->device), bottom, top,
+                     INNER_FLAGS, 0, BLOCKDEV_ON_ERROR_ENOSPC, bottom_of(rec),
+                     false, NULL, &local_err);
         break;
     default:
         g_assert_not_reached();

@@ -18,6 +18,7 @@
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qjson.h"
+#include "qobject/qstring.h"
 
 #define ID_A "0d4c7a3e-6f0e-4a43-9b5f-2a4ef1a7c2d1"
 #define ID_B "5b0e2f7c-1a6d-4c52-8e3b-9f1d2c3b4a50"
@@ -1528,6 +1529,170 @@ static void test_recovery(void)
     qtest_quit(qts);
 }
 
+/* checkpoint-delete with arguments @args (a literal) fails with @msg */
+#define assert_delete_error(qts, args, msg)                               \
+    do {                                                                  \
+        g_autofree char *err_ = qmp_error(qts,                            \
+            "{'execute': 'checkpoint-delete', 'arguments': " args "}");   \
+        assert_contains(err_, msg);                                       \
+    } while (0)
+
+/* checkpoint-delete: every refusal names the problem and changes nothing */
+static void assert_delete_refusals(QTestState *qts)
+{
+    assert_delete_error(qts, "{}", "Give either 'checkpoint' or 'all': true");
+    assert_delete_error(qts, "{'checkpoint': 'first', 'all': true}",
+                        "Give either");
+    assert_delete_error(qts, "{'all': false}", "Give either");
+    assert_delete_error(qts, "{'checkpoint': 'nosuch'}",
+                        "no checkpoint with id or name");
+    assert_delete_error(qts, "{'checkpoint': 'second'}",
+                        "Several checkpoints are named");
+    assert_delete_error(qts, "{'checkpoint': 'first', 'dry-run': 'yes'}",
+                        "dry-run");
+    assert_delete_error(qts, "{'checkpoint': 'first', 'subtree': 1}",
+                        "subtree");
+    assert_delete_error(qts, "{'checkpoint': 'first', 'bogus': 1}",
+                        "bogus");
+}
+
+static gint by_string(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char * const *)a, *(const char * const *)b);
+}
+
+/* The ids a delete (or its dry run) returned, sorted, comma-separated */
+static char *deleted_ids(QDict *plan)
+{
+    QList *ids = qdict_get_qlist(plan, "deleted");
+    g_autoptr(GPtrArray) names = g_ptr_array_new();
+    const QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(ids, e) {
+        QString *id = qobject_to(QString, qlist_entry_obj(e));
+
+        g_ptr_array_add(names, (char *)qstring_get_str(id));
+    }
+    g_ptr_array_sort(names, by_string);
+    g_ptr_array_add(names, NULL);
+    return g_strjoinv(",", (char **)names->pdata);
+}
+
+/* A dry run returns the plan of the real delete and changes no byte */
+static void assert_dry_run(QTestState *qts, const char *dir,
+                           const char *args, const char *want)
+{
+    g_autofree char *before = read_manifest(dir);
+    g_autofree char *after = NULL, *ids = NULL;
+    QDict *rsp;
+
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'checkpoint-delete', 'arguments': %p}",
+              qobject_from_json(args, &error_abort));
+    ids = deleted_ids(rsp);
+    g_assert_cmpstr(ids, ==, want);
+    g_assert(!qdict_haskey(rsp, "job-id"));
+    g_assert(qdict_haskey(rsp, "disks") && qdict_haskey(rsp, "space"));
+    qobject_unref(rsp);
+    after = read_manifest(dir);
+    g_assert_cmpstr(before, ==, after);
+}
+
+static void test_delete_refused(void)
+{
+    g_autofree char *dir = make_store("delete-refused", "");
+    g_autofree char *args = g_strdup_printf("-checkpoints dir=%s,type=standard",
+                                            dir);
+    g_autofree char *err = NULL, *before = NULL, *after = NULL;
+    QTestState *qts = vm_start(NULL);
+
+    err = qmp_error(qts, "{'execute': 'checkpoint-delete',"
+                    " 'arguments': {'all': true}}");
+    assert_contains(err, "No checkpoint store is set");
+    qtest_quit(qts);
+
+    qts = vm_start(args);
+    before = read_manifest(dir);
+    assert_delete_refusals(qts);
+    after = read_manifest(dir);
+    g_assert_cmpstr(before, ==, after);
+    qtest_quit(qts);
+}
+
+static void test_delete_dry_run(void)
+{
+    g_autofree char *dir = make_store("delete-dry", "");
+    g_autofree char *args = g_strdup_printf("-checkpoints dir=%s,type=standard",
+                                            dir);
+    g_autofree char *state = g_strdup_printf("%s/%s/state", dir, ID_A);
+    g_autofree char *out = NULL;
+    QTestState *qts = vm_start(args);
+    QDict *rsp;
+
+    assert_dry_run(qts, dir, "{'checkpoint': '" ID_C "', 'dry-run': true}",
+                   ID_C);
+    assert_dry_run(qts, dir, "{'checkpoint': 'first', 'subtree': true,"
+                   " 'dry-run': true}", ID_A "," ID_B "," ID_C);
+    assert_dry_run(qts, dir, "{'all': true, 'dry-run': true}",
+                   ID_A "," ID_B "," ID_C);
+    out = qtest_hmp(qts, "checkpoint_delete -r -n first");
+    assert_contains(out, "Would delete checkpoint " ID_A);
+    assert_contains(out, "Would delete checkpoint " ID_C);
+    g_assert(g_file_test(state, G_FILE_TEST_IS_REGULAR));
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    g_assert_cmpint(qlist_size(qdict_get_qlist(rsp, "return")), ==, 3);
+    qobject_unref(rsp);
+    qtest_quit(qts);
+}
+
+/* A delete leaves the tree at once; children and "Now" move up */
+static void test_delete_tree(void)
+{
+    g_autofree char *dir = make_store("delete-tree", "");
+    g_autofree char *args = g_strdup_printf("-checkpoints dir=%s,type=standard",
+                                            dir);
+    g_autofree char *state_dir = g_strdup_printf("%s/%s", dir, ID_A);
+    g_autofree char *ids = NULL, *out = NULL;
+    QTestState *qts = vm_start(args);
+    QDict *rsp, *ev, *b;
+    QList *list;
+
+    /* C: a leaf; "second" then names B alone */
+    rsp = qtest_qmp_assert_success_ref(qts,
+              "{'execute': 'checkpoint-delete',"
+              " 'arguments': {'checkpoint': '" ID_C "'}}");
+    ids = deleted_ids(rsp);
+    g_assert_cmpstr(ids, ==, ID_C);
+    qobject_unref(rsp);
+    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_DELETED");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
+                    ID_C);
+    qobject_unref(ev);
+
+    /* A, with its state folder: B (with "Now") becomes a root */
+    out = qtest_hmp(qts, "checkpoint_delete first");
+    assert_contains(out, "Deleted checkpoint " ID_A);
+    g_assert(!g_file_test(state_dir, G_FILE_TEST_EXISTS));
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    list = qdict_get_qlist(rsp, "return");
+    g_assert_cmpint(qlist_size(list), ==, 1);
+    b = find_checkpoint(list, ID_B);
+    g_assert(b && !qdict_haskey(b, "parent") &&
+             qdict_get_bool(b, "current"));
+    qobject_unref(rsp);
+
+    /* All: nothing left */
+    qtest_qmp_assert_success(qts, "{'execute': 'checkpoint-delete',"
+                             " 'arguments': {'all': true}}");
+    rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    g_assert(qlist_empty(qdict_get_qlist(rsp, "return")));
+    qobject_unref(rsp);
+    g_clear_pointer(&out, g_free);
+    out = qtest_hmp(qts, "checkpoint_delete -a");
+    assert_contains(out, "The VM has no checkpoints");
+    qtest_quit(qts);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1554,5 +1719,8 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/apply-refused", test_apply_refused);
     qtest_add_func("/checkpoint/migration-refused", test_migration_refused);
     qtest_add_func("/checkpoint/recovery", test_recovery);
+    qtest_add_func("/checkpoint/delete-refused", test_delete_refused);
+    qtest_add_func("/checkpoint/delete-dry-run", test_delete_dry_run);
+    qtest_add_func("/checkpoint/delete-tree", test_delete_tree);
     return hvcp_run_and_remove(tmpdir);
 }

@@ -27,7 +27,7 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'pylib'))
-from hvcptap import Tap, expect, skip_all  # noqa: E402
+from hvcptap import Tap, expect, note, skip_all  # noqa: E402
 import storelib as sl  # noqa: E402
 import deletelib as dl  # noqa: E402
 
@@ -137,15 +137,21 @@ def random_step(run, rng, step):
 def model_run(tmp, seed, steps):
     rng = random.Random(seed)
     run = Run(tmp, f'model-{seed}')
+    done = {}
     try:
         for step in range(steps):
             what, content = random_step(run, rng, step)
+            done[what] = done.get(what, 0) + 1
             run.check(f'seed {seed} step {step} ({what})', content)
         run.check(f'seed {seed} end')
         run.vm.shutdown()
     finally:
         run.vm.kill()
     dl.check_files(run.store, run.folder, f'seed {seed} end')
+    note(f'seed {seed}: ' + ', '.join(f'{n} {w}' for w, n in
+                                      sorted(done.items())))
+    expect(all(done.get(w) for w in ('delete', 'create', 'write', 'apply')),
+           f'seed {seed}: a kind of step never ran: {done}')
 
 
 # Hyper-V's rules ------------------------------------------------------
@@ -427,8 +433,8 @@ CRASH_POINTS = [
 def main():
     tmp = tempfile.mkdtemp(prefix='hvcp-delete-')
     seeds = [int(s) for s in
-             os.environ.get('HVCP_DELETE_SEEDS', '1,2,3').split(',') if s]
-    steps = int(os.environ.get('HVCP_DELETE_STEPS', '100'))
+             os.environ.get('HVCP_DELETE_SEEDS', '1,2,3,4,5').split(',') if s]
+    steps = int(os.environ.get('HVCP_DELETE_STEPS', '200'))
     checks = [
         ('a checkpoint with one child: merged', one_child),
         ('a checkpoint with two children: pending, then merged',
