@@ -16,6 +16,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/units.h"
 #include "qapi/error.h"
@@ -98,9 +99,25 @@ static void adopt_inner(Merge *mg)
     notifier_list_add(&mg->inner->on_finalize_cancelled, &mg->on_cancelled);
 }
 
+/*
+ * Bytes per second of the copy: unlimited, unless the tests slow it
+ * down (QEMU_CHECKPOINT_MERGE_SPEED) to act while it runs
+ */
+static int64_t copy_speed(void)
+{
+    const char *s = getenv("QEMU_CHECKPOINT_MERGE_SPEED");
+    uint64_t speed;
+
+    if (!s || qemu_strtou64(s, NULL, 10, &speed) < 0 || speed > INT64_MAX) {
+        return 0;
+    }
+    return speed;
+}
+
 static bool start_job(Merge *mg, BlockDriverState *top, Error **errp)
 {
     CheckpointManifestMerge *rec = mg->rec;
+    int64_t speed = copy_speed();
     BlockDriverState *bottom = checkpoint_find_vm_image(bottom_of(rec));
     Error *local_err = NULL;
 
@@ -110,18 +127,19 @@ static bool start_job(Merge *mg, BlockDriverState *top, Error **errp)
     }
     switch (mg->mode) {
     case MERGE_ACTIVE_COMMIT:
-        commit_active_start(mg->inner_id, top, bottom, INNER_FLAGS, 0,
+        commit_active_start(mg->inner_id, top, bottom, INNER_FLAGS, speed,
                             BLOCKDEV_ON_ERROR_ENOSPC, NULL, NULL, NULL,
                             false, &local_err);
         break;
     case MERGE_STREAM:
         stream_start(mg->inner_id, top, bdrv_cow_bs(bottom), NULL, false, NULL,
-                     INNER_FLAGS, 0, BLOCKDEV_ON_ERROR_ENOSPC, NULL,
+                     INNER_FLAGS, speed, BLOCKDEV_ON_ERROR_ENOSPC, NULL,
                      &local_err);
         break;
     case MERGE_CHAIN_COMMIT:
         commit_start(mg->inner_id, disk_top(rec->device), bottom, top,
-                     INNER_FLAGS, 0, BLOCKDEV_ON_ERROR_ENOSPC, bottom_of(rec),
+                     INNER_FLAGS, speed, BLOCKDEV_ON_ERROR_ENOSPC,
+                     bottom_of(rec),
                      false, NULL, &local_err);
         break;
     default:
