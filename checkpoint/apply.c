@@ -280,6 +280,11 @@ static CheckpointApply *apply_begin(const char *checkpoint,
     CheckpointManifestEntry *e;
     QemuUUID uuid;
 
+    /*
+     * The merge that runs ends first: its end rewrites the manifest,
+     * which @e points into
+     */
+    checkpoint_merge_interrupt();
     checkpoint_settle();
     e = checkpoint_store_find(checkpoint, errp);
     if (!e || !apply_allowed(e, errp) ||

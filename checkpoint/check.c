@@ -884,17 +884,25 @@ CheckpointCheckResult *qmp_checkpoint_check(bool has_relink,
                                             bool has_drop_lost,
                                             bool drop_lost, Error **errp)
 {
-    CheckpointManifest *m = checkpoint_store_manifest();
+    CheckpointManifest *m;
     bool repairing = relink || reconnect || drop_lost;
     CheckpointCheckResult *res;
     CheckCtx ctx;
 
+    /*
+     * A running merge ends first and waits until the check is done: it
+     * changes the chains the check reads, and the manifest @m
+     */
+    checkpoint_merge_interrupt();
+    m = checkpoint_store_manifest();
     if (!m) {
+        checkpoint_merge_release();
         error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
                    " or checkpoint-set-parameters)");
         return NULL;
     }
     if (repairing && !checkpoint_op_idle()) {
+        checkpoint_merge_release();
         error_setg(errp, "Cannot repair the checkpoint store while a"
                    " checkpoint is being created or applied");
         return NULL;
@@ -908,5 +916,6 @@ CheckpointCheckResult *qmp_checkpoint_check(bool has_relink,
         res->problems = g_steal_pointer(&ctx.problems);
     }
     check_clear(&ctx);
+    checkpoint_merge_release();
     return res;
 }

@@ -309,7 +309,8 @@ static CheckpointDiskInfo *disk_info(CheckpointManifestDisk *d)
 CheckpointInfoList *qmp_query_checkpoints(Error **errp)
 {
     CheckpointInfoList *head = NULL, **tail = &head;
-    CheckpointManifest *m = checkpoint_store_manifest();
+    /* A copy: reading an image's size polls, where a merge may end */
+    g_autoptr(CheckpointManifest) m = checkpoint_store_manifest_copy();
     CheckpointManifestEntryList *l;
 
     for (l = m ? m->checkpoints : NULL; l; l = l->next) {

@@ -143,6 +143,14 @@ bool checkpoint_store_set_merge(CheckpointManifestMerge *merge,
                                 Error **errp);
 
 /*
+ * After an active commit's pivot, in one manifest write: the records
+ * naming image @old name @image (the disk's new active image), and the
+ * merge in progress is @merge (taken over)
+ */
+bool checkpoint_store_pivot(const char *old, const char *image,
+                            CheckpointManifestMerge *merge, Error **errp);
+
+/*
  * A merge replaced image @old by @image: every record of @old names
  * @image, with @image's identity where one was recorded, and the
  * records of @relinked (images whose parent link was rewritten) get

@@ -471,6 +471,8 @@ char *checkpoint_create_start(const char *name, const char *job_id,
     QemuUUID uuid;
     Job *job;
 
+    /* The merge that runs ends first (its end rewrites the manifest) */
+    checkpoint_merge_interrupt();
     checkpoint_settle();
     if (!create_allowed(errp)) {
         return NULL;

@@ -234,7 +234,11 @@ static void resume_vm(Merge *mg)
     }
 }
 
-/* Record that the copy is complete (the bottom synced first) */
+/*
+ * Record that the copy is complete (the bottom synced first); after an
+ * active commit's pivot, in the same manifest write, that the bottom is
+ * the disk's active image
+ */
 static bool record_copied(Merge *mg, Error **errp)
 {
     CheckpointManifestMerge *rec = mg->rec;
@@ -252,6 +256,9 @@ static bool record_copied(Merge *mg, Error **errp)
     }
     copy = QAPI_CLONE(CheckpointManifestMerge, rec);
     copy->copied = true;
+    if (mg->mode == MERGE_ACTIVE_COMMIT) {
+        return checkpoint_store_pivot(rec->top, bottom_of(rec), copy, errp);
+    }
     return checkpoint_store_set_merge(copy, errp);
 }
 
@@ -281,9 +288,7 @@ static bool after_job(Merge *mg, Error **errp)
     switch (mg->mode) {
     case MERGE_ACTIVE_COMMIT:
         /* Pivoted: the disk writes to the bottom, which "Now" names */
-        if (!checkpoint_store_replace_image(rec->top, bottom_of(rec), NULL,
-                                            errp) ||
-            !record_copied(mg, errp)) {
+        if (!record_copied(mg, errp)) {
             return false;
         }
         checkpoint_crash_point("merge-after-pivot");

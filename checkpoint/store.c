@@ -859,6 +859,17 @@ bool checkpoint_store_set_merge(CheckpointManifestMerge *merge,
     return save_instead(m, errp);
 }
 
+bool checkpoint_store_pivot(const char *old, const char *image,
+                            CheckpointManifestMerge *merge, Error **errp)
+{
+    CheckpointManifest *m = QAPI_CLONE(CheckpointManifest, store.manifest);
+
+    checkpoint_manifest_replace_image(m, old, image, NULL);
+    qapi_free_CheckpointManifestMerge(m->merge);
+    m->merge = merge;
+    return save_instead(m, errp);
+}
+
 static bool in_str_list(strList *l, const char *s)
 {
     for (; l; l = l->next) {

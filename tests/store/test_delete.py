@@ -273,6 +273,45 @@ def offline_branch(tmp):
     dl.check_files(run.store, run.folder, 'offline')
 
 
+def create_apply_during_merge(tmp):
+    """Create and apply while a (slowed-down) merge runs: they interrupt
+    it, it runs again after them, and no content changes."""
+    run = Run(tmp, 'during',
+              env={'QEMU_CHECKPOINT_MERGE_SPEED': str(2 * 1024 * 1024)})
+    try:
+        run.write('d0', 0, 1)
+        a = run.create('A')
+        for slot in range(dl.SLOTS):
+            run.write('d0', slot, 2)
+            run.write('d1', slot, 2)
+        run.vm.write('d0', 0x22, dl.SLOTS * dl.SLOT, 4 * 1024 * 1024)
+        b = run.create('B')
+        run.write('d1', 0, 3)
+        run.delete(checkpoint=a)
+        running = [m for m in run.vm.cmd('query-checkpoint-merges')
+                   if m['state'] == 'running']
+        expect(running, 'a merge runs')
+        # What managers poll, while the merge runs
+        for _ in range(3):
+            dl.check_tree(run.vm, run.model, 'while the merge runs')
+            expect('Merges:' in run.vm.hmp('info checkpoints'), 'info')
+        problems = run.vm.cmd('checkpoint-check')['problems']
+        expect(not problems, f'checkpoint-check during a merge: {problems}')
+        c = run.create('C')
+        run.write('d0', 1, 4)
+        run.apply(b)
+        expect(run.vm.cmd('query-checkpoint-merges'), 'merges wait or run')
+        run.apply(c, first=True)
+        run.check('after create and apply during the merge')
+        ok = run.vm.pattern_is('d0', 0x22, dl.SLOTS * dl.SLOT,
+                               4 * 1024 * 1024)
+        expect(ok, 'the 4 MiB written before B')
+        run.vm.shutdown()
+    finally:
+        run.vm.kill()
+    dl.check_files(run.store, run.folder, 'create and apply during a merge')
+
+
 def dry_run_changes_nothing(tmp):
     run = Run(tmp, 'dry')
     try:
@@ -441,6 +480,8 @@ def main():
          two_children),
         ('delete all: every disk back on its original file', delete_all),
         ('a branch nothing has open: merged offline', offline_branch),
+        ('create and apply during a merge: it runs again after them',
+         create_apply_during_merge),
         ('a dry run changes no byte', dry_run_changes_nothing),
         ('bad arguments and busy states are refused', refusals),
     ]
