@@ -71,8 +71,10 @@ class VM(QemuVM):
         raise AssertionError(f'no disk {dev}')
 
     def io(self, dev, command, write):
-        """qemu-io command on what the guest sees as disk dev, through
-        an NBD export (HMP's qemu-io prints on QEMU's stdout)."""
+        """qemu-io command (or a list of commands) on what the guest
+        sees as disk dev, through an NBD export (HMP's qemu-io prints on
+        QEMU's stdout)."""
+        commands = [command] if isinstance(command, str) else command
         sock = os.path.join(self.sockdir, 'nbd.sock')
         if not self.nbd:
             self.cmd('nbd-server-start',
@@ -83,7 +85,8 @@ class VM(QemuVM):
                  writable=write)
         try:
             r = run(QEMU_IO, *([] if write else ['-r']), '-f', 'raw',
-                    f'nbd+unix:///io?socket={sock}', '-c', command)
+                    f'nbd+unix:///io?socket={sock}',
+                    *[a for c in commands for a in ('-c', c)])
         finally:
             self.cmd('block-export-del', id='io')
             self.wait_until(lambda: not self.cmd('query-block-exports'),
