@@ -113,6 +113,11 @@ def enospc_pauses(tmp):
             m = wait_state(vm, 'paused', 'the merge to pause')
             note(f'paused: {m}')
             expect('no space left' in m['reason'], m)
+            ev = [e['data'] for e in vm.qmp_conn.get_events()
+                  if e['event'] == 'CHECKPOINT_MERGE_PAUSED']
+            expect(ev and ev[0]['state'] == 'paused' and
+                   'no space left' in ev[0]['reason'],
+                   f'CHECKPOINT_MERGE_PAUSED: {ev}')
             expect(vm.cmd('query-status')['status'] == 'running',
                    'the VM runs on')
             expect(vm.pattern_is('d0', 0x62, 0, BIG), 'the data while paused')
@@ -123,6 +128,10 @@ def enospc_pauses(tmp):
             dl.wait_merges(vm)
             left = vm.cmd('query-checkpoint-merges')
             expect(not left, f'the merge completed: {left}')
+            ev = [e['data'] for e in vm.qmp_conn.get_events()
+                  if e['event'] == 'CHECKPOINT_MERGE_COMPLETED']
+            expect(ev and ev[0]['target'] == disks[0][1],
+                   f'CHECKPOINT_MERGE_COMPLETED: {ev}')
             expect(vm.pattern_is('d0', 0x62, 0, BIG), 'the data after it')
             node = vm.node_of('d0')
             files = [b['inserted']['file'] for b in vm.cmd('query-block')
