@@ -182,6 +182,7 @@ static bool operation_valid(CheckpointManifestOperation *op, Error **errp)
  */
 static bool merge_valid(CheckpointManifestMerge *mg, Error **errp)
 {
+    int64_t layers = 0;
     strList *l;
 
     if (strcmp(mg->format, "vhdx") && strcmp(mg->format, "qcow2")) {
@@ -195,11 +196,19 @@ static bool merge_valid(CheckpointManifestMerge *mg, Error **errp)
         return false;
     }
     for (l = mg->images; l; l = l->next) {
+        layers++;
         if (!g_path_is_absolute(l->value)) {
             error_setg(errp, "the merge in progress names the relative"
                        " image '%s'", l->value);
             return false;
         }
+    }
+    /* One layer per image above the lowest, and @top */
+    if (mg->has_copied_layers &&
+        (mg->copied_layers < 0 || mg->copied_layers > layers)) {
+        error_setg(errp, "the merge in progress has copied %" PRId64
+                   " layers of %" PRId64, mg->copied_layers, layers);
+        return false;
     }
     return true;
 }

@@ -171,6 +171,36 @@ static void delete_unused(CheckpointDeletePlan *plan)
     }
 }
 
+static bool same_merge(CheckpointManifestMerge *a,
+                       CheckpointManifestMerge *b)
+{
+    strList *x, *y;
+
+    if (strcmp(a->device, b->device) || strcmp(a->top, b->top) ||
+        a->direction != b->direction) {
+        return false;
+    }
+    for (x = a->images, y = b->images; x && y; x = x->next, y = y->next) {
+        if (strcmp(x->value, y->value)) {
+            return false;
+        }
+    }
+    return !x && !y;
+}
+
+/*
+ * The layers QEMU's own copy of the same merge, interrupted by a stop
+ * or a kill, copied already (@recorded: the manifest's record)
+ */
+static void resume_progress(Merge *mg, CheckpointManifestMerge *recorded)
+{
+    if (mg->mode == MERGE_OFFLINE_COMMIT && recorded &&
+        recorded->has_copied_layers && same_merge(mg->rec, recorded)) {
+        mg->rec->has_copied_layers = true;
+        mg->rec->copied_layers = recorded->copied_layers;
+    }
+}
+
 /* The first merge of a new plan, recorded; NULL when none can run */
 static Merge *pick(void)
 {
@@ -194,10 +224,15 @@ static Merge *pick(void)
         /* the first disk with a merge */
     }
     if (!d) {
+        /* A recorded merge that is not to run any more */
+        if (m->merge && !checkpoint_store_set_merge(NULL, &local_err)) {
+            warn_report_err(local_err);
+        }
         return NULL;
     }
     mg = merge_new(d->value, d->value->merges->value,
                    format_of(m, d->value->device));
+    resume_progress(mg, m->merge);
     if (!checkpoint_store_set_merge(QAPI_CLONE(CheckpointManifestMerge,
                                                mg->rec), &local_err)) {
         warn_reportf_err(local_err, "Checkpoint merges wait: ");
@@ -315,9 +350,23 @@ static void offline_finish_bh(void *opaque)
 }
 
 /* QEMU's own copy of images that nothing has open */
+/* A layer of QEMU's own copy is copied and flushed: record it */
+static void record_layer_bh(void *opaque)
+{
+    Merge *mg = opaque;
+    Error *local_err = NULL;
+
+    if (!checkpoint_store_set_merge(QAPI_CLONE(CheckpointManifestMerge,
+                                               mg->rec), &local_err)) {
+        /* Only the progress is lost: the layer is copied again */
+        warn_reportf_err(local_err, "Merge progress not recorded: ");
+    }
+}
+
 static void coroutine_fn run_offline(Job *job, Merge *mg)
 {
-    int layer = 0, ret = 0;
+    int layer = mg->rec->has_copied_layers ? mg->rec->copied_layers : 0;
+    int ret = 0;
 
     main_call(offline_open_bh, mg);
     if (mg->error) {
@@ -334,6 +383,12 @@ static void coroutine_fn run_offline(Job *job, Merge *mg)
             break;
         }
         layer++;
+        if (layer < mg->src->len) {
+            mg->rec->has_copied_layers = true;
+            mg->rec->copied_layers = layer;
+            main_call(record_layer_bh, mg);
+            checkpoint_crash_point("merge-offline-layer");
+        }
     }
     main_call(offline_close_bh, mg);
     if (ret < 0) {
@@ -354,7 +409,9 @@ static void end_bh(void *opaque)
     merges.cur = NULL;
     merges.ended++;
     g_hash_table_destroy(g_steal_pointer(&merges.busy));
-    if (!checkpoint_store_set_merge(NULL, &local_err)) {
+    /* An interrupted copy of QEMU's own keeps its progress (pick()) */
+    if (!(mg->error && mg->interrupted && mg->rec->has_copied_layers) &&
+        !checkpoint_store_set_merge(NULL, &local_err)) {
         warn_report_err(local_err);
     }
     if (mg->error && !mg->interrupted && !mg->cancel_sent) {
@@ -657,6 +714,10 @@ void checkpoint_merge_recover(const char *dir, CheckpointManifest *m)
         }
     }
     merge_remove_merged(m, rec);
+    if (!rec->copied && rec->has_copied_layers && rec->copied_layers) {
+        /* QEMU's own copy goes on from the next layer (pick()) */
+        return;
+    }
     m->merge = NULL;
     qapi_free_CheckpointManifestMerge(rec);
 }

@@ -21,9 +21,11 @@
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'pylib'))
@@ -454,6 +456,62 @@ def random_kills(tmp, seed, count):
     dl.check_files(run.store, run.folder, f'random kills {seed}')
 
 
+def image_of(run, cid, dev):
+    return [d['filename'] for c in run.vm.checkpoints() if c['id'] == cid
+            for d in c['disks'] if d['device'] == dev][0]
+
+
+def offline_resume(tmp):
+    """QEMU's own copy of a two-layer run, killed after its first layer:
+    the manifest records it, and the copy goes on from the second.  The
+    run is made by a merge that fails first: another process holds the
+    image it writes (qemu-io, as a user could), so that the next delete
+    adds the image under it."""
+    run = Run(tmp, 'resume', env={sl.CRASH_ENV: 'merge-offline-layer'})
+    try:
+        ids = {}
+        for n, name in enumerate('ABCD'):
+            run.write('d0', n, n + 1)
+            ids[name] = run.create(name)
+        run.write('d0', 4, 9)
+        run.apply(ids['A'])
+        holder = subprocess.Popen([sl.QEMU_IO, '-f', 'vhdx',
+                                   image_of(run, ids['C'], 'd0')],
+                                  stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1)
+            run.delete(checkpoint=ids['C'])
+            failed = dl.poll(lambda: [m for m in
+                                      run.vm.cmd('query-checkpoint-merges')
+                                      if m['state'] == 'failed'])
+            expect(failed and 'lock' in failed[0]['reason'],
+                   f'the merge fails while qemu-io holds the image: {failed}')
+            run.delete(checkpoint=ids['B'])
+        finally:
+            holder.kill()
+            holder.wait()
+        try:
+            run.vm.cmd('checkpoint-merge-resume')
+            run.vm.wait(timeout=60)
+        except Exception:   # pylint: disable=broad-except
+            pass
+        expect("killed at 'merge-offline-layer'" in run.vm.output(),
+               f'not killed after a layer: {run.vm.output()}')
+        rec = sl.manifest(run.store).get('merge')
+        expect(rec and rec['device'] == 'd0' and len(rec['images']) == 2
+               and rec.get('copied-layers') == 1,
+               f'the recorded progress: {rec}')
+        run.restart()
+        run.check('after the copy went on')
+        expect('merge' not in sl.manifest(run.store), 'merge record left')
+        run.vm.shutdown()
+    finally:
+        run.vm.kill()
+    dl.check_files(run.store, run.folder, 'offline resume')
+
+
 CRASH_POINTS = [
     ('chain', 'delete-before-commit'),
     ('chain', 'delete-after-commit'),
@@ -489,6 +547,8 @@ def main():
         checks.append((f'killed at {point} ({kind} merge): content intact,'
                        ' nothing left over',
                        lambda t, k=kind, p=point: killed_at(t, k, p)))
+    checks.append(('an offline copy killed after a layer goes on from the'
+                   ' next one', offline_resume))
     checks.append(('killed at random moments of deletes and merges',
                    lambda t: random_kills(t, 11, 8)))
     for seed in seeds:
