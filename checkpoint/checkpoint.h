@@ -26,6 +26,16 @@ extern QemuOptsList qemu_checkpoints_opts;
  */
 bool checkpoint_init_from_cmdline(Error **errp);
 
+/*
+ * Before the disks open (-drive, -blockdev): the images a merge was
+ * writing when QEMU was killed are opened read-write once, alone, so
+ * that their vhdx log is replayed (the disks open backing files
+ * read-only, which refuses a log to replay), and the image built on the
+ * merge's bottom is linked to it again.  Errors are left to the store's
+ * open, which reports them.
+ */
+void checkpoint_settle_merge_early(void);
+
 /* checkpoint.c: settings, and what the operations share */
 
 CheckpointDefaultType checkpoint_default_type(void);

@@ -21,6 +21,7 @@
 #include "qemu/units.h"
 #include "qapi/error.h"
 #include "qapi/clone-visitor.h"
+#include "qapi/qapi-commands-block-core.h"
 #include "qapi/qapi-visit-checkpoint.h"
 #include "block/block_int-global-state.h"
 #include "block/block_int-io.h"
@@ -82,13 +83,25 @@ static void inner_cancelled(Notifier *n, void *data)
     merge_wake(container_of(n, Merge, on_cancelled));
 }
 
+/*
+ * The inner job, looked up by its id (called with the job lock held):
+ * NULL once something else dismissed it (job-dismiss, or QEMU's exit
+ * cancelling every job).  No reference is held: a job in QEMU's list
+ * only because of one would be cancelled again and again at the exit.
+ */
+static Job *inner_locked(Merge *mg)
+{
+    Job *job = mg->inner ? job_get_locked(mg->inner_id) : NULL;
+
+    return job == mg->inner ? job : NULL;
+}
+
 /* The block job just created, with our notifiers */
 static void adopt_inner(Merge *mg)
 {
     JOB_LOCK_GUARD();
     mg->inner = job_get_locked(mg->inner_id);
     assert(mg->inner);
-    job_ref_locked(mg->inner);
     mg->on_ready.notify = inner_ready;
     mg->on_pending.notify = inner_pending;
     mg->on_done.notify = inner_done;
@@ -114,6 +127,127 @@ static int64_t copy_speed(void)
     return speed;
 }
 
+/* Remember the names of @bs and of its file node */
+static void add_leaving(Merge *mg, BlockDriverState *bs)
+{
+    if (!bs) {
+        return;
+    }
+    g_ptr_array_add(mg->leaving, g_strdup(bdrv_get_node_name(bs)));
+    if (bs->file) {
+        g_ptr_array_add(mg->leaving,
+                        g_strdup(bdrv_get_node_name(bs->file->bs)));
+    }
+}
+
+/*
+ * The nodes of the images the job takes out of the VM's graph: the top
+ * of an active commit, the top and the run but its bottom of a commit,
+ * the run of a stream
+ */
+static void note_leaving(Merge *mg)
+{
+    strList *l;
+
+    mg->leaving = g_ptr_array_new_with_free_func(g_free);
+    if (mg->mode != MERGE_STREAM) {
+        add_leaving(mg, checkpoint_find_vm_image(mg->rec->top));
+    }
+    for (l = mg->rec->images; l; l = l->next) {
+        if (l->next || mg->mode == MERGE_STREAM) {
+            add_leaving(mg, checkpoint_find_vm_image(l->value));
+        }
+    }
+}
+
+/*
+ * Nodes added with -blockdev stay open, detached, after the job took
+ * them out of the graph (their backing link would block the next
+ * create): delete them, as blockdev-del would
+ */
+static void drop_leaving(Merge *mg)
+{
+    int i;
+
+    for (i = 0; mg->leaving && i < mg->leaving->len; i++) {
+        const char *name = g_ptr_array_index(mg->leaving, i);
+
+        if (name[0] && bdrv_find_node(name)) {
+            qmp_blockdev_del(name, NULL);
+        }
+    }
+}
+
+/* The image of @rec built on its bottom */
+static const char *bottom_child_of(CheckpointManifestMerge *rec)
+{
+    strList *l;
+
+    for (l = rec->images; l->next; l = l->next) {
+        if (!l->next->next) {
+            return l->value;
+        }
+    }
+    return rec->top;
+}
+
+/*
+ * MS-VHDX footnote 12: an image built on the bottom must learn the
+ * bottom's next DataWriteGuid before the copy changes it, so that a
+ * stop at any moment leaves it linked.  The vhdx driver tells the
+ * writable images built on a node it writes; make that one writable
+ * (frozen images are read-only) for the time of the job.
+ */
+static bool make_bottom_child_writable(Merge *mg, Error **errp)
+{
+    BlockDriverState *bs = checkpoint_find_vm_image(bottom_child_of(mg->rec));
+
+    if (!bs || !bdrv_is_read_only(bs) || strcmp(mg->rec->format, "vhdx")) {
+        return true;
+    }
+    if (bdrv_reopen_set_read_only(bs, false, errp) < 0) {
+        return false;
+    }
+    mg->made_writable = g_strdup(bdrv_get_node_name(bs));
+    return true;
+}
+
+/* After the job: read-only again, if the job left the node in place */
+static void restore_read_only(Merge *mg)
+{
+    BlockDriverState *bs = mg->made_writable ?
+                           bdrv_find_node(mg->made_writable) : NULL;
+    Error *local_err = NULL;
+
+    if (bs && bdrv_reopen_set_read_only(bs, true, &local_err) < 0) {
+        warn_report_err(local_err);
+    }
+    g_clear_pointer(&mg->made_writable, g_free);
+}
+
+void merge_reconnect_bottom_child(CheckpointManifestMerge *rec)
+{
+    const char *child = bottom_child_of(rec);
+    const char *bottom = bottom_of(rec);
+    BlockDriverState *bs;
+    int ret;
+
+    if (strcmp(rec->format, "vhdx") || checkpoint_find_vm_image(child) ||
+        !g_file_test(child, G_FILE_TEST_EXISTS)) {
+        return;
+    }
+    bs = checkpoint_open_alone(child, rec->format, true, NULL);
+    if (!bs) {
+        return;
+    }
+    ret = bdrv_change_backing_file(bs, bottom, rec->format, false);
+    bdrv_unref(bs);
+    if (ret < 0) {
+        warn_report("Cannot link '%s' to '%s' again: %s", child, bottom,
+                    strerror(-ret));
+    }
+}
+
 static bool start_job(Merge *mg, BlockDriverState *top, Error **errp)
 {
     CheckpointManifestMerge *rec = mg->rec;
@@ -123,6 +257,9 @@ static bool start_job(Merge *mg, BlockDriverState *top, Error **errp)
 
     if (!bottom) {
         error_setg(errp, "'%s' is not open", bottom_of(rec));
+        return false;
+    }
+    if (mg->mode != MERGE_STREAM && !make_bottom_child_writable(mg, errp)) {
         return false;
     }
     switch (mg->mode) {
@@ -146,6 +283,7 @@ static bool start_job(Merge *mg, BlockDriverState *top, Error **errp)
         g_assert_not_reached();
     }
     if (local_err) {
+        restore_read_only(mg);
         error_propagate(errp, local_err);
         return false;
     }
@@ -163,6 +301,7 @@ bool merge_start_inner(Merge *mg, const char *merge_job_id)
     }
     g_free(mg->inner_id);
     mg->inner_id = g_strdup_printf("%s-copy", merge_job_id);
+    note_leaving(mg);
     if (!start_job(mg, top, &local_err)) {
         mg->error = g_strdup(error_get_pretty(local_err));
         error_free(local_err);
@@ -175,37 +314,49 @@ bool merge_start_inner(Merge *mg, const char *merge_job_id)
 void merge_inner_progress(Merge *mg)
 {
     uint64_t done, total;
+    Job *job;
 
-    progress_get_snapshot(&mg->inner->progress, &done, &total);
-    mg->bytes_done = done;
-    mg->bytes_total = MAX(total, mg->bytes_total);
+    JOB_LOCK_GUARD();
+    job = inner_locked(mg);
+    if (job) {
+        progress_get_snapshot(&job->progress, &done, &total);
+        mg->bytes_done = done;
+        mg->bytes_total = MAX(total, mg->bytes_total);
+    }
 }
 
 bool merge_inner_out_of_space(Merge *mg)
 {
-    BlockJob *bj = container_of(mg->inner, BlockJob, job);
+    Job *job;
 
     JOB_LOCK_GUARD();
-    return mg->inner->user_paused &&
-           bj->iostatus == BLOCK_DEVICE_IO_STATUS_NOSPACE;
+    job = inner_locked(mg);
+    return job && job->user_paused &&
+           container_of(job, BlockJob, job)->iostatus ==
+           BLOCK_DEVICE_IO_STATUS_NOSPACE;
 }
 
 void merge_resume_inner(Merge *mg)
 {
+    Job *job;
+
     JOB_LOCK_GUARD();
-    if (mg->inner->user_paused) {
-        block_job_iostatus_reset_locked(container_of(mg->inner, BlockJob,
-                                                    job));
-        job_user_resume_locked(mg->inner, NULL);
+    job = inner_locked(mg);
+    if (job && job->user_paused) {
+        block_job_iostatus_reset_locked(container_of(job, BlockJob, job));
+        job_user_resume_locked(job, NULL);
     }
 }
 
 void merge_cancel_inner(Merge *mg)
 {
+    Job *job;
+
     JOB_LOCK_GUARD();
-    if (!job_is_completed_locked(mg->inner)) {
+    job = inner_locked(mg);
+    if (job && !job_is_completed_locked(job)) {
         mg->cancel_sent = true;
-        job_cancel_locked(mg->inner, true);
+        job_cancel_locked(job, true);
     }
 }
 
@@ -221,7 +372,11 @@ static void step_ready(Merge *mg)
         mg->vm_stopped = true;
     }
     WITH_JOB_LOCK_GUARD() {
-        job_complete_locked(mg->inner, NULL);
+        Job *job = inner_locked(mg);
+
+        if (job) {
+            job_complete_locked(job, NULL);
+        }
     }
     mg->completing = true;
 }
@@ -275,7 +430,11 @@ static void step_pending(Merge *mg)
     }
     checkpoint_crash_point("merge-before-finalize");
     WITH_JOB_LOCK_GUARD() {
-        job_finalize_locked(mg->inner, NULL);
+        Job *job = inner_locked(mg);
+
+        if (job) {
+            job_finalize_locked(job, NULL);
+        }
     }
     mg->finalized = true;
 }
@@ -313,22 +472,28 @@ static bool after_job(Merge *mg, Error **errp)
 static void step_concluded(Merge *mg)
 {
     Error *local_err = NULL;
-    Job *inner;
-    int ret;
+    int ret = -ECANCELED;
 
     WITH_JOB_LOCK_GUARD() {
-        ret = mg->inner->ret;
-        if (ret < 0 && !mg->error && mg->inner->err) {
-            mg->error = g_strdup(error_get_pretty(mg->inner->err));
+        Job *job = inner_locked(mg);
+
+        /* Dismissed by another: the job and our notifiers are gone */
+        if (job) {
+            ret = job->ret;
+            if (ret < 0 && !mg->error && job->err) {
+                mg->error = g_strdup(error_get_pretty(job->err));
+            }
+            notifier_remove(&mg->on_ready);
+            notifier_remove(&mg->on_pending);
+            notifier_remove(&mg->on_done);
+            notifier_remove(&mg->on_cancelled);
+            job_dismiss_locked(&job, NULL);
         }
-        notifier_remove(&mg->on_ready);
-        notifier_remove(&mg->on_pending);
-        notifier_remove(&mg->on_done);
-        notifier_remove(&mg->on_cancelled);
-        inner = mg->inner;
-        job_dismiss_locked(&mg->inner, NULL);
-        job_unref_locked(inner);
         mg->inner = NULL;
+    }
+    restore_read_only(mg);
+    if (ret == 0) {
+        drop_leaving(mg);
     }
     if (ret == 0 && !after_job(mg, &local_err)) {
         ret = -EIO;
@@ -341,21 +506,26 @@ static void step_concluded(Merge *mg)
     resume_vm(mg);
 }
 
+/* The inner job's status; CONCLUDED once something else dismissed it */
+static JobStatus inner_status(Merge *mg)
+{
+    Job *job;
+
+    JOB_LOCK_GUARD();
+    job = inner_locked(mg);
+    return job ? job->status : JOB_STATUS_CONCLUDED;
+}
+
 bool merge_step_inner(Merge *mg)
 {
-    JobStatus status;
+    JobStatus status = inner_status(mg);
 
-    WITH_JOB_LOCK_GUARD() {
-        status = mg->inner->status;
-    }
     if (status == JOB_STATUS_READY && !mg->completing) {
         step_ready(mg);
     } else if (status == JOB_STATUS_PENDING && !mg->finalized) {
         step_pending(mg);
     }
-    WITH_JOB_LOCK_GUARD() {
-        status = mg->inner->status;
-    }
+    status = inner_status(mg);
     if (status == JOB_STATUS_CONCLUDED) {
         step_concluded(mg);
         return true;

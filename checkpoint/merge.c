@@ -19,6 +19,7 @@
 #include "qemu/osdep.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
+#include "qemu/option.h"
 #include "qapi/clone-visitor.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-checkpoint.h"
@@ -50,6 +51,10 @@ static void merge_free(Merge *mg)
     g_free(mg->target);
     g_free(mg->error);
     g_free(mg->inner_id);
+    g_free(mg->made_writable);
+    if (mg->leaving) {
+        g_ptr_array_unref(mg->leaving);
+    }
     g_free(mg);
 }
 
@@ -334,6 +339,13 @@ static void offline_close_bh(void *opaque)
     merge_offline_close(opaque);
 }
 
+static void reconnect_bh(void *opaque)
+{
+    Merge *mg = opaque;
+
+    merge_reconnect_bottom_child(mg->rec);
+}
+
 static void offline_finish_bh(void *opaque)
 {
     Merge *mg = opaque;
@@ -394,6 +406,7 @@ static void coroutine_fn run_offline(Job *job, Merge *mg)
     if (ret < 0) {
         mg->error = g_strdup_printf("the copy into '%s' failed: %s",
                                     mg->target, strerror(-ret));
+        main_call(reconnect_bh, mg);
         return;
     }
     checkpoint_crash_point("merge-offline-copied");
@@ -713,6 +726,9 @@ void checkpoint_merge_recover(const char *dir, CheckpointManifest *m)
             warn_reportf_err(local_err, "The merge runs again: ");
         }
     }
+    if (!rec->copied && rec->direction == CHECKPOINT_MERGE_DIRECTION_COMMIT) {
+        merge_reconnect_bottom_child(rec);
+    }
     merge_remove_merged(m, rec);
     if (!rec->copied && rec->has_copied_layers && rec->copied_layers) {
         /* QEMU's own copy goes on from the next layer (pick()) */
@@ -720,4 +736,43 @@ void checkpoint_merge_recover(const char *dir, CheckpointManifest *m)
     }
     m->merge = NULL;
     qapi_free_CheckpointManifestMerge(rec);
+}
+
+/* Open @filename read-write alone, and close it: its log is replayed */
+static void replay_log(const char *filename, const char *fmt)
+{
+    BlockDriverState *bs;
+
+    if (!g_file_test(filename, G_FILE_TEST_EXISTS)) {
+        return;
+    }
+    bs = checkpoint_open_alone(filename, fmt, true, NULL);
+    if (bs) {
+        bdrv_unref(bs);
+    }
+}
+
+void checkpoint_settle_merge_early(void)
+{
+    QemuOpts *opts = qemu_opts_find(&qemu_checkpoints_opts, NULL);
+    const char *dir = opts ? qemu_opt_get(opts, "dir") : NULL;
+    g_autoptr(CheckpointManifest) m = NULL;
+    CheckpointManifestMerge *rec;
+    strList *l;
+
+    if (!dir || !g_file_test(dir, G_FILE_TEST_IS_DIR)) {
+        return;
+    }
+    m = checkpoint_manifest_load(dir, NULL);
+    rec = m ? m->merge : NULL;
+    if (!rec || strcmp(rec->format, "vhdx")) {
+        return;
+    }
+    for (l = rec->images; l; l = l->next) {
+        replay_log(l->value, rec->format);
+    }
+    replay_log(rec->top, rec->format);
+    if (!rec->copied && rec->direction == CHECKPOINT_MERGE_DIRECTION_COMMIT) {
+        merge_reconnect_bottom_child(rec);
+    }
 }

@@ -30,8 +30,10 @@ typedef struct Merge {
     int64_t bytes_done;
     Job *inner;                     /* the block job that copies */
     char *inner_id;                 /* its id: the merge job's + "-copy" */
+    GPtrArray *leaving;             /* names of the nodes the job drops */
     Notifier on_ready, on_pending, on_done, on_cancelled;
     bool vm_stopped;                /* by the pivot, to start again */
+    char *made_writable;            /* node reopened read-write, by name */
     bool completing;                /* job-complete sent at READY */
     bool finalized;
     bool cancel_sent;
@@ -81,6 +83,14 @@ bool merge_finish_commit(CheckpointManifestMerge *rec, Error **errp);
 bool merge_relink_children(CheckpointManifest *m,
                            CheckpointManifestMerge *rec, strList **relinked,
                            Error **errp);
+
+/*
+ * A vhdx image built on the bottom of commit @rec keeps its link to the
+ * bottom, whose DataWriteGuid the copy changed: point it at the bottom
+ * again (when no device has it open).  The content seen through the
+ * top does not change: the copy goes bottom-up.
+ */
+void merge_reconnect_bottom_child(CheckpointManifestMerge *rec);
 
 /* Remove the files of @rec that no record and no chain uses any more */
 void merge_remove_merged(CheckpointManifest *m, CheckpointManifestMerge *rec);

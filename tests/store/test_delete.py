@@ -550,7 +550,7 @@ def main():
     checks.append(('an offline copy killed after a layer goes on from the'
                    ' next one', offline_resume))
     checks.append(('killed at random moments of deletes and merges',
-                   lambda t: random_kills(t, 11, 8)))
+                   lambda t: random_kills(t, 11, 12)))
     for seed in seeds:
         checks.append((f'model-based run, seed {seed}, {steps} steps',
                        lambda t, s=seed: model_run(t, s, steps)))

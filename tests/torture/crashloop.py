@@ -675,6 +675,9 @@ class Round:
                     if q.killed:
                         raise Gone()
                 q.quit()
+                # The merges that QEMU runs once the store is open (those
+                # a dropped create leaves) may move "Now" to other files
+                self.active = self.manifest_active()
                 break
             except Gone:
                 rc = q.wait()
