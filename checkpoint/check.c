@@ -168,19 +168,6 @@ report(CheckCtx *ctx, const char *id, const char *device,
     QAPI_LIST_APPEND(ctx->tail, p);
 }
 
-static CheckpointManifestEntry *entry_of(CheckpointManifest *m,
-                                         const char *id)
-{
-    CheckpointManifestEntryList *l;
-
-    for (l = m->checkpoints; id && l; l = l->next) {
-        if (!strcmp(l->value->id, id)) {
-            return l->value;
-        }
-    }
-    return NULL;
-}
-
 static CheckpointManifestDisk *disk_of(CheckpointManifestDiskList *l,
                                        const char *device)
 {
@@ -408,7 +395,8 @@ static void check_store(CheckCtx *ctx)
     for (l = m->checkpoints; l; l = l->next) {
         CheckpointManifestEntry *e = l->value;
 
-        if (check_owner(ctx, e->id, e->disks, entry_of(m, e->parent))) {
+        if (check_owner(ctx, e->id, e->disks,
+                        checkpoint_manifest_entry(m, e->parent))) {
             g_hash_table_add(ctx->chain_lost, e->id);
             g_hash_table_add(ctx->lost, e->id);
         }
@@ -428,7 +416,7 @@ static void check_store(CheckCtx *ctx)
         }
     }
     ctx->now_lost = check_owner(ctx, NULL, m->active,
-                                entry_of(m, m->current));
+                                checkpoint_manifest_entry(m, m->current));
 }
 
 /* The image @filename as the check saw it, if it exists and opened */

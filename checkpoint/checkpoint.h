@@ -177,6 +177,10 @@ void checkpoint_manifest_replace_image(CheckpointManifest *m,
 /* Remove checkpoint @id from @m: children and "Now" go to its parent */
 void checkpoint_manifest_drop(CheckpointManifest *m, const char *id);
 
+/* The checkpoint of @m with id @id (NULL: none, or @id NULL) */
+CheckpointManifestEntry *checkpoint_manifest_entry(CheckpointManifest *m,
+                                                   const char *id);
+
 /* Is @filename the frozen image of a checkpoint? */
 bool checkpoint_store_is_frozen(const char *filename);
 

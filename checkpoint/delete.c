@@ -26,20 +26,10 @@
 static bool descends_from(CheckpointManifest *m, CheckpointManifestEntry *e,
                           const char *id)
 {
-    CheckpointManifestEntryList *l;
-
-    while (e) {
+    for (; e; e = checkpoint_manifest_entry(m, e->parent)) {
         if (!strcmp(e->id, id)) {
             return true;
         }
-        if (!e->parent) {
-            return false;
-        }
-        for (l = m->checkpoints; l && strcmp(l->value->id, e->parent);
-             l = l->next) {
-            /* look for the parent */
-        }
-        e = l ? l->value : NULL;
     }
     return false;
 }
@@ -58,19 +48,6 @@ static strList *victims(CheckpointManifest *m, CheckpointManifestEntry *e,
         }
     }
     return ids;
-}
-
-static CheckpointManifestEntry *entry_in(CheckpointManifest *m,
-                                         const char *id)
-{
-    CheckpointManifestEntryList *l;
-
-    for (l = m->checkpoints; l; l = l->next) {
-        if (!strcmp(l->value->id, id)) {
-            return l->value;
-        }
-    }
-    return NULL;
 }
 
 /* Refuse what a delete must not touch; on success *@ids is set */
@@ -103,7 +80,8 @@ static bool delete_allowed(const char *checkpoint, bool all, bool subtree,
     }
     *ids = victims(m, e, subtree);
     for (l = *ids; l; l = l->next) {
-        CheckpointManifestEntry *v = entry_in(m, l->value);
+        CheckpointManifestEntry *v = checkpoint_manifest_entry(m,
+                                                               l->value);
 
         if (v->state == CHECKPOINT_STATE_CREATING) {
             error_setg(errp, "Checkpoint '%s' (%s) is still being created;"
@@ -124,7 +102,8 @@ static CheckpointManifestDiskList *images_of(CheckpointManifest *m,
     CheckpointManifestDiskList *out = NULL;
 
     for (; ids; ids = ids->next) {
-        CheckpointManifestEntry *e = entry_in(m, ids->value);
+        CheckpointManifestEntry *e = checkpoint_manifest_entry(m,
+                                                               ids->value);
         CheckpointManifestDiskList *d;
 
         for (d = e->disks; d; d = d->next) {
@@ -166,7 +145,8 @@ static strList *stale_files(strList *ids, CheckpointDeletePlan *plan)
     strList *l;
 
     for (l = ids; l; l = l->next) {
-        CheckpointManifestEntry *e = entry_in(m, l->value);
+        CheckpointManifestEntry *e = checkpoint_manifest_entry(m,
+                                                               l->value);
         const char *own[] = { e->state_file, e->config_file };
         int i;
 

@@ -213,6 +213,19 @@ static bool merge_valid(CheckpointManifestMerge *mg, Error **errp)
     return true;
 }
 
+CheckpointManifestEntry *checkpoint_manifest_entry(CheckpointManifest *m,
+                                                   const char *id)
+{
+    CheckpointManifestEntryList *l;
+
+    for (l = m->checkpoints; id && l; l = l->next) {
+        if (!strcmp(l->value->id, id)) {
+            return l->value;
+        }
+    }
+    return NULL;
+}
+
 bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp)
 {
     g_autoptr(GHashTable) ids = g_hash_table_new(g_str_hash, g_str_equal);

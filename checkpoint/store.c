@@ -485,18 +485,6 @@ CheckpointManifestEntry *checkpoint_store_find(const char *key,
     return found;
 }
 
-static CheckpointManifestEntry *entry_by_id(const char *id)
-{
-    CheckpointManifestEntryList *l;
-
-    for (l = store.manifest->checkpoints; l; l = l->next) {
-        if (!strcmp(l->value->id, id)) {
-            return l->value;
-        }
-    }
-    return NULL;
-}
-
 /* Record operation @op on checkpoint @id making @new_files (taken over) */
 static void set_operation(CheckpointOperation op, const char *id,
                           strList *new_files)
@@ -571,7 +559,7 @@ static bool record_identities(CheckpointManifestEntry *e, Error **errp)
 bool checkpoint_store_set_state(const char *id, CheckpointState state,
                                 Error **errp)
 {
-    CheckpointManifestEntry *e = entry_by_id(id);
+    CheckpointManifestEntry *e = checkpoint_manifest_entry(store.manifest, id);
 
     if (!e) {
         error_setg(errp, "Checkpoint %s is no longer in the tree", id);
@@ -587,7 +575,7 @@ bool checkpoint_store_set_state(const char *id, CheckpointState state,
 
 bool checkpoint_store_drop(const char *id, Error **errp)
 {
-    CheckpointManifestEntry *e = entry_by_id(id);
+    CheckpointManifestEntry *e = checkpoint_manifest_entry(store.manifest, id);
 
     if (e) {
         manifest_drop(store.manifest, e);
@@ -626,7 +614,7 @@ bool checkpoint_store_unadd(const char *id,
                             CheckpointManifestDiskList *old_active,
                             strList *new_files, Error **errp)
 {
-    CheckpointManifestEntry *e = entry_by_id(id);
+    CheckpointManifestEntry *e = checkpoint_manifest_entry(store.manifest, id);
 
     if (e) {
         manifest_drop(store.manifest, e);
@@ -726,7 +714,8 @@ bool checkpoint_store_drop_list(strList *ids, Error **errp)
     strList *l;
 
     for (l = ids; l; l = l->next) {
-        CheckpointManifestEntry *e = entry_by_id(l->value);
+        CheckpointManifestEntry *e =
+            checkpoint_manifest_entry(store.manifest, l->value);
 
         if (e) {
             manifest_drop(store.manifest, e);
@@ -738,7 +727,7 @@ bool checkpoint_store_drop_list(strList *ids, Error **errp)
 
 bool checkpoint_store_rename(const char *id, const char *name, Error **errp)
 {
-    CheckpointManifestEntry *e = entry_by_id(id);
+    CheckpointManifestEntry *e = checkpoint_manifest_entry(store.manifest, id);
     char *old;
 
     if (!e) {
