@@ -26,6 +26,8 @@
 #include "qapi/qapi-events-checkpoint.h"
 #include "qapi/qapi-visit-checkpoint.h"
 #include "block/aio-wait.h"
+#include "system/runstate.h"
+#include "system/runstate-action.h"
 #include "merge.h"
 
 #define DEFAULT_JOB_ID "checkpoint-merge"
@@ -42,8 +44,32 @@ static struct {
     GHashTable *busy;           /* the images of cur, by name */
     GHashTable *failed;         /* top -> why its merge failed */
     bool hold;                  /* a create or an apply runs */
+    bool exiting;               /* QEMU shuts down: no step any more */
+    Notifier shutdown;
     unsigned ended;             /* merges ended so far */
 } merges;
+
+/*
+ * QEMU quits: from here on, the nested event loops of its shutdown
+ * (vm_shutdown() flushes every node) must not finalize a commit: its
+ * graph change fails there, and the abort that follows cannot restore
+ * the chain.  The merge stays recorded; job_cancel_sync_all() cancels
+ * the copy, and the next start resumes it.
+ */
+static void merge_shutdown_notify(Notifier *n, void *data)
+{
+    if (shutdown_action == SHUTDOWN_ACTION_POWEROFF) {
+        merges.exiting = true;
+    }
+}
+
+static void watch_shutdown(void)
+{
+    if (!merges.shutdown.notify) {
+        merges.shutdown.notify = merge_shutdown_notify;
+        qemu_register_shutdown_notifier(&merges.shutdown);
+    }
+}
 
 static void merge_free(Merge *mg)
 {
@@ -250,7 +276,7 @@ static Merge *pick(void)
 
 static void pick_bh(void *opaque)
 {
-    merges.cur = pick();
+    merges.cur = merges.exiting ? NULL : pick();
     /* The merged images lose their guard: the merge rewrites links */
     checkpoint_guard_frozen_images();
 }
@@ -268,6 +294,12 @@ static void step_bh(void *opaque)
 {
     bool *done = opaque;
 
+    if (merges.exiting && !merges.cur->exiting) {
+        /* Not finalized now: cancelled, the copy leaves the chain as is */
+        merges.cur->exiting = true;
+        merges.cur->interrupted = true;
+        merge_cancel_inner(merges.cur);
+    }
     *done = merge_step_inner(merges.cur);
 }
 
@@ -449,7 +481,12 @@ static void finish_job_bh(void *opaque)
 static int coroutine_fn merge_job_run(Job *job, Error **errp)
 {
     while (!job_is_cancelled(job)) {
-        if (merges.hold || checkpoint_op_applying()) {
+        /*
+         * Not while a create saves memory or freezes the guest: its
+         * "creating" checkpoint's images must stay where they are
+         */
+        if (merges.hold || checkpoint_op_applying() ||
+            checkpoint_op_saving()) {
             job_sleep_ns(job, POLL_NS);
             continue;
         }
@@ -538,6 +575,7 @@ void checkpoint_merge_schedule(const char *job_id, char **started_id)
     if (!job) {
         return;
     }
+    watch_shutdown();
     merges.job = container_of(job, MergeJob, common);
     if (started_id) {
         *started_id = g_strdup(job->id);
