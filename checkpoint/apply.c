@@ -306,7 +306,7 @@ static CheckpointApply *apply_begin(const char *checkpoint,
         if (a->was_running) {
             vm_stop(RUN_STATE_PAUSED);
         }
-        a->first_id = checkpoint_create_start(NULL, NULL, errp);
+        a->first_id = checkpoint_create_start(NULL, NULL, NULL, errp);
         if (!a->first_id) {
             error_prepend(errp, "Cannot checkpoint the current state"
                           " first: ");

@@ -23,9 +23,11 @@
 #include "block/block_int-io.h"
 #include "system/block-backend.h"
 #include "hw/qdev-core.h"
+#include "system/runstate.h"
 #include "migration/misc.h"
 #include "migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
+#include "agent.h"
 
 QemuOptsList qemu_checkpoints_opts = {
     .name = "checkpoints",
@@ -40,17 +42,63 @@ QemuOptsList qemu_checkpoints_opts = {
             .name = "type",
             .type = QEMU_OPT_STRING,
             .help = "standard, production, production-only or disabled",
+        }, {
+            .name = "freeze-timeout",
+            .type = QEMU_OPT_NUMBER,
+            .help = "seconds to wait for each answer of the guest agent",
+        }, {
+            .name = "agent",
+            .type = QEMU_OPT_STRING,
+            .help = "a chardev that reaches the guest agent (default:"
+                    " the virtserialport named " CHECKPOINT_AGENT_PORT_NAME
+                    ")",
+        }, {
+            .name = "auto",
+            .type = QEMU_OPT_BOOL,
+            .help = "take an automatic checkpoint when the VM starts",
         },
         { /* end of list */ }
     },
 };
 
 /* The VM's checkpoint settings (the store has its own file, store.c) */
+#define FREEZE_TIMEOUT_MAX 3600
+
 static struct {
     CheckpointDefaultType type;
+    int64_t freeze_timeout;     /* seconds */
+    bool auto_checkpoint;
 } ckpt = {
     .type = CHECKPOINT_DEFAULT_TYPE_PRODUCTION,
+    .freeze_timeout = 10,
 };
+
+int64_t checkpoint_freeze_timeout_ms(void)
+{
+    return ckpt.freeze_timeout * 1000;
+}
+
+static bool set_freeze_timeout(int64_t seconds, Error **errp)
+{
+    if (seconds < 1 || seconds > FREEZE_TIMEOUT_MAX) {
+        error_setg(errp, "freeze-timeout must be 1 to %d seconds",
+                   FREEZE_TIMEOUT_MAX);
+        return false;
+    }
+    ckpt.freeze_timeout = seconds;
+    return true;
+}
+
+CheckpointConsistency checkpoint_consistency(CheckpointManifestEntry *e)
+{
+    if (e->has_consistency) {
+        return e->consistency;
+    }
+    /* A manifest written before consistency was recorded */
+    return e->type == CHECKPOINT_TYPE_STANDARD ?
+           CHECKPOINT_CONSISTENCY_SAVED_STATE :
+           CHECKPOINT_CONSISTENCY_APPLICATION;
+}
 
 CheckpointDefaultType checkpoint_default_type(void)
 {
@@ -169,7 +217,7 @@ bool checkpoint_same_file(const char *a, const char *b)
 bool checkpoint_init_from_cmdline(Error **errp)
 {
     QemuOpts *opts = qemu_opts_find(&qemu_checkpoints_opts, NULL);
-    const char *dir, *type;
+    const char *dir, *type, *agent;
 
     if (!opts) {
         return true;
@@ -186,19 +234,53 @@ bool checkpoint_init_from_cmdline(Error **errp)
         }
         ckpt.type = t;
     }
+    if (qemu_opt_get(opts, "freeze-timeout") &&
+        !set_freeze_timeout(qemu_opt_get_number(opts, "freeze-timeout", 0),
+                            errp)) {
+        error_prepend(errp, "-checkpoints: ");
+        return false;
+    }
+    ckpt.auto_checkpoint = qemu_opt_get_bool(opts, "auto", false);
+    agent = qemu_opt_get(opts, "agent");
+    if (agent && !checkpoint_agent_channel_use_chardev(agent, errp)) {
+        return false;
+    }
+    checkpoint_agent_channel_find_port();
     /* Without dir, checkpoint-set-parameters can name the store later */
     dir = qemu_opt_get(opts, "dir");
-    return !dir || checkpoint_store_open(dir, errp);
+    if (dir && !checkpoint_store_open(dir, errp)) {
+        return false;
+    }
+    return !ckpt.auto_checkpoint || checkpoint_auto_at_start(errp);
 }
 
 void qmp_checkpoint_set_parameters(const char *dir, bool has_type,
-                                   CheckpointDefaultType type, Error **errp)
+                                   CheckpointDefaultType type,
+                                   bool has_freeze_timeout,
+                                   int64_t freeze_timeout,
+                                   bool has_auto, bool auto_checkpoint,
+                                   Error **errp)
 {
+    if (has_freeze_timeout && (freeze_timeout < 1 ||
+                               freeze_timeout > FREEZE_TIMEOUT_MAX)) {
+        error_setg(errp, "freeze-timeout must be 1 to %d seconds",
+                   FREEZE_TIMEOUT_MAX);
+        return;
+    }
     if (dir && !checkpoint_store_open(dir, errp)) {
         return;
     }
     if (has_type) {
         ckpt.type = type;
+    }
+    if (has_freeze_timeout) {
+        ckpt.freeze_timeout = freeze_timeout;
+    }
+    if (has_auto) {
+        ckpt.auto_checkpoint = auto_checkpoint;
+        if (auto_checkpoint && runstate_check(RUN_STATE_PRELAUNCH)) {
+            checkpoint_auto_at_start(errp);
+        }
     }
 }
 
@@ -208,6 +290,8 @@ CheckpointParameters *qmp_query_checkpoint_parameters(Error **errp)
 
     p->dir = g_strdup(checkpoint_store_dir());
     p->type = ckpt.type;
+    p->freeze_timeout = ckpt.freeze_timeout;
+    p->q_auto = ckpt.auto_checkpoint;
     return p;
 }
 
@@ -322,6 +406,8 @@ CheckpointInfoList *qmp_query_checkpoints(Error **errp)
         info->id = g_strdup(e->id);
         info->name = g_strdup(e->name);
         info->type = e->type;
+        info->consistency = checkpoint_consistency(e);
+        info->fallback_reason = g_strdup(e->fallback_reason);
         info->state = e->state;
         info->parent = g_strdup(e->parent);
         info->created = e->created;
@@ -473,3 +559,26 @@ void checkpoint_crash_point(const char *point)
     }
 }
 
+/* Run @fn(@opaque) in the main loop, outside of any coroutine */
+typedef struct MainCall {
+    void (*fn)(void *opaque);
+    void *opaque;
+    Coroutine *co;
+} MainCall;
+
+static void main_call_bh(void *opaque)
+{
+    MainCall *c = opaque;
+
+    c->fn(c->opaque);
+    aio_co_wake(c->co);
+}
+
+void coroutine_fn checkpoint_main_call(void (*fn)(void *), void *opaque)
+{
+    MainCall c = { .fn = fn, .opaque = opaque,
+                   .co = qemu_coroutine_self() };
+
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), main_call_bh, &c);
+    qemu_coroutine_yield();
+}

@@ -16,6 +16,7 @@
 #include "qemu/option.h"
 #include "qapi/qapi-types-checkpoint.h"
 #include "system/block-backend.h"
+#include "qemu/job.h"
 
 /* -checkpoints dir=DIR[,type=...] */
 extern QemuOptsList qemu_checkpoints_opts;
@@ -37,6 +38,9 @@ bool checkpoint_init_from_cmdline(Error **errp);
 void checkpoint_settle_merge_early(void);
 
 /* checkpoint.c: settings, and what the operations share */
+
+/* What checkpoint @e is consistent with (older manifests: by type) */
+CheckpointConsistency checkpoint_consistency(CheckpointManifestEntry *e);
 
 CheckpointDefaultType checkpoint_default_type(void);
 
@@ -356,12 +360,73 @@ void checkpoint_op_forget_waiter(void *opaque);
 
 /* create.c */
 
+/* The job of a checkpoint-create (type checkpoint-create) */
+typedef struct CheckpointCreateJob {
+    Job common;
+    bool finished;              /* the memory save has ended */
+    char *error;                /* why it failed */
+} CheckpointCreateJob;
+
+/* A new checkpoint id (a UUID) */
+char *checkpoint_new_id(void);
+
+/* Can a checkpoint be taken now? */
+bool checkpoint_create_allowed(Error **errp);
+
 /*
  * Start creating a standard checkpoint (checkpoint-create); returns its
  * id.  The memory save goes on after the return, in job @job_id.
+ * @fallback_reason: a production checkpoint was asked for, and why it
+ * is a standard one.
  */
 char *checkpoint_create_start(const char *name, const char *job_id,
-                              Error **errp);
+                              const char *fallback_reason, Error **errp);
+
+/*
+ * The same for checkpoint @id inside running job @job (a production
+ * checkpoint's job falling back): @job then waits for the save with
+ * checkpoint_create_job_wait()
+ */
+bool checkpoint_create_standard_in_job(const char *id, const char *name,
+                                       const char *fallback_reason,
+                                       CheckpointCreateJob *job,
+                                       Error **errp);
+
+/* The run of a checkpoint-create job: wait until the save has ended */
+int coroutine_fn checkpoint_create_job_wait(CheckpointCreateJob *s,
+                                            Error **errp);
+
+/*
+ * Checkpoint @id of the disks only, in one pause (a production or
+ * automatic checkpoint): ready when this returns true
+ */
+bool checkpoint_create_disks_only(const char *id, const char *name,
+                                  CheckpointConsistency consistency,
+                                  Error **errp);
+
+/* production.c */
+
+/*
+ * Start a production checkpoint (@only: production-only); returns its
+ * id.  Without a connected agent, @only fails and otherwise a standard
+ * checkpoint is started, *@fallback_reason saying why; else a job
+ * takes it (freeze, switch, thaw) after the return.
+ */
+char *checkpoint_production_start(const char *name, bool only,
+                                  const char *job_id,
+                                  char **fallback_reason, Error **errp);
+
+/*
+ * The automatic checkpoint (-checkpoints auto=on) of the disks, before
+ * the guest runs; none without a store or on an incoming migration
+ */
+bool checkpoint_auto_at_start(Error **errp);
+
+/* Milliseconds a production checkpoint waits for each agent answer */
+int64_t checkpoint_freeze_timeout_ms(void);
+
+/* Run @fn(@opaque) in the main loop, outside of any coroutine */
+void coroutine_fn checkpoint_main_call(void (*fn)(void *), void *opaque);
 
 /* Why the last create whose memory save ended failed, or NULL */
 const char *checkpoint_create_last_error(void);

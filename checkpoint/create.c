@@ -31,12 +31,6 @@
 #include "migration/cow-snapshot/cow-snapshot.h"
 #include "checkpoint.h"
 
-typedef struct CheckpointCreateJob {
-    Job common;
-    bool finished;              /* the memory save has ended */
-    char *error;                /* why it failed */
-} CheckpointCreateJob;
-
 /* State shared by the pause, the engine's callback and the job */
 typedef struct CheckpointCreate {
     char *id;
@@ -47,6 +41,9 @@ typedef struct CheckpointCreate {
     bool saved;                 /* the engine has called back */
     CowSnapshotStatus status;
     char *save_error;
+    CheckpointType type;
+    CheckpointConsistency consistency;
+    char *fallback_reason;      /* a production checkpoint was asked for */
 } CheckpointCreate;
 
 /* Why the last memory save failed (checkpoint-apply's checkpoint-first) */
@@ -57,9 +54,10 @@ const char *checkpoint_create_last_error(void)
     return last_error;
 }
 
-static int coroutine_fn checkpoint_create_run(Job *job, Error **errp)
+int coroutine_fn checkpoint_create_job_wait(CheckpointCreateJob *s,
+                                            Error **errp)
 {
-    CheckpointCreateJob *s = container_of(job, CheckpointCreateJob, common);
+    Job *job = &s->common;
     bool cancel_sent = false;
 
     job_progress_set_remaining(job, 1);
@@ -79,6 +77,12 @@ static int coroutine_fn checkpoint_create_run(Job *job, Error **errp)
     return 0;
 }
 
+static int coroutine_fn checkpoint_create_run(Job *job, Error **errp)
+{
+    return checkpoint_create_job_wait(
+        container_of(job, CheckpointCreateJob, common), errp);
+}
+
 static void checkpoint_create_free(Job *job)
 {
     CheckpointCreateJob *s = container_of(job, CheckpointCreateJob, common);
@@ -95,8 +99,12 @@ static const JobDriver checkpoint_create_job_driver = {
 
 static void remove_state_dir(const char *dir)
 {
-    g_autofree char *state = g_build_filename(dir, "state", NULL);
+    g_autofree char *state = NULL;
 
+    if (!dir) {
+        return;     /* disks only */
+    }
+    state = g_build_filename(dir, "state", NULL);
     unlink(state);
     rmdir(dir);
 }
@@ -106,6 +114,7 @@ static void checkpoint_create_free_state(CheckpointCreate *c)
     g_free(c->id);
     g_free(c->state_dir);
     g_free(c->save_error);
+    g_free(c->fallback_reason);
     g_free(c);
 }
 
@@ -138,7 +147,8 @@ static void checkpoint_create_finish(CheckpointCreate *c)
         flush_frozen_images(c->id);
         if (checkpoint_store_set_state(c->id, CHECKPOINT_STATE_READY,
                                        &local_err)) {
-            qapi_event_send_checkpoint_created(c->id);
+            qapi_event_send_checkpoint_created(c->id, c->type, c->consistency,
+                                               c->fallback_reason);
         } else {
             why = g_strdup(error_get_pretty(local_err));
             error_free(local_err);
@@ -212,8 +222,7 @@ static char *default_name(void)
     return g_strdup_printf("%s - %s", vm ? vm : "VM", when);
 }
 
-/* Can a checkpoint be taken now? */
-static bool create_allowed(Error **errp)
+bool checkpoint_create_allowed(Error **errp)
 {
     if (!checkpoint_store_dir()) {
         error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
@@ -235,18 +244,23 @@ static bool create_allowed(Error **errp)
     return true;
 }
 
-/* The manifest entry of the new checkpoint */
-static CheckpointManifestEntry *new_entry(const char *id, const char *name,
-                                          GPtrArray *disks)
+/* The manifest entry of the new checkpoint @c */
+static CheckpointManifestEntry *new_entry(CheckpointCreate *c,
+                                          const char *name, GPtrArray *disks)
 {
     CheckpointManifestEntry *e = g_new0(CheckpointManifestEntry, 1);
 
-    e->id = g_strdup(id);
+    e->id = g_strdup(c->id);
     e->name = name ? g_strdup(name) : default_name();
-    e->type = CHECKPOINT_TYPE_STANDARD;
+    e->type = c->type;
+    e->has_consistency = true;
+    e->consistency = c->consistency;
+    e->fallback_reason = g_strdup(c->fallback_reason);
     e->state = CHECKPOINT_STATE_CREATING;
     e->created = time(NULL);
-    e->state_file = g_build_filename(id, "state", NULL);
+    if (c->state_dir) {
+        e->state_file = g_build_filename(c->id, "state", NULL);
+    }
     e->disks = checkpoint_disks_images(disks, false);
     return e;
 }
@@ -260,8 +274,10 @@ static strList *creation_files(GPtrArray *disks, const char *state_dir)
     strList *files = checkpoint_disks_children(disks);
 
     /* The state file before its folder: recovery removes in order */
-    QAPI_LIST_PREPEND(files, g_strdup(state_dir));
-    QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
+    if (state_dir) {
+        QAPI_LIST_PREPEND(files, g_strdup(state_dir));
+        QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
+    }
     return files;
 }
 
@@ -297,14 +313,17 @@ static void abort_before_record(GPtrArray *disks, const char *state_dir,
  * children (they hold nothing yet: the parent's content shows through)
  * and whose "creating" checkpoint is dropped when it is opened again.
  */
-static bool record(const char *id, const char *name, GPtrArray *disks,
-                   const char *state_dir, Error **errp)
+static bool record(CheckpointCreate *c, const char *name, GPtrArray *disks,
+                   Error **errp)
 {
     strList *files = NULL;
 
-    QAPI_LIST_PREPEND(files, g_strdup(state_dir));
-    QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
-    return checkpoint_store_add(new_entry(id, name, disks),
+    if (c->state_dir) {
+        QAPI_LIST_PREPEND(files, g_strdup(c->state_dir));
+        QAPI_LIST_PREPEND(files, g_build_filename(c->state_dir, "state",
+                                                  NULL));
+    }
+    return checkpoint_store_add(new_entry(c, name, disks),
                                 checkpoint_disks_images(disks, true), files,
                                 errp);
 }
@@ -348,12 +367,17 @@ static Job *create_job(const char *id, const char *job_id, Error **errp)
                       qemu_get_aio_context(), JOB_DEFAULT, NULL, NULL, errp);
 }
 
-static CheckpointCreate *checkpoint_create_new(const char *id)
+/* A standard checkpoint @id (a production one if @fallback_reason) */
+static CheckpointCreate *checkpoint_create_new(const char *id,
+                                              const char *fallback_reason)
 {
     CheckpointCreate *c = g_new0(CheckpointCreate, 1);
 
     c->id = g_strdup(id);
     c->state_dir = g_build_filename(checkpoint_store_dir(), id, NULL);
+    c->type = CHECKPOINT_TYPE_STANDARD;
+    c->consistency = CHECKPOINT_CONSISTENCY_SAVED_STATE;
+    c->fallback_reason = g_strdup(fallback_reason);
     return c;
 }
 
@@ -371,7 +395,7 @@ static bool prepare(CheckpointCreate *c, const char *name, GPtrArray *disks,
         qapi_free_CheckpointManifestDiskList(old_active);
         return false;
     }
-    if (g_mkdir_with_parents(c->state_dir, 0700) < 0) {
+    if (c->state_dir && g_mkdir_with_parents(c->state_dir, 0700) < 0) {
         error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
         goto fail_begun;
     }
@@ -381,11 +405,13 @@ static bool prepare(CheckpointCreate *c, const char *name, GPtrArray *disks,
         goto fail_begun;
     }
     checkpoint_crash_point("create-after-children");
-    if (!cow_snapshot_prepare(state, opts, errp)) {
+    if (state && !cow_snapshot_prepare(state, opts, errp)) {
         goto fail_begun;
     }
-    if (!record(c->id, name, disks, c->state_dir, errp)) {
-        cow_snapshot_abort_prepared();
+    if (!record(c, name, disks, errp)) {
+        if (state) {
+            cow_snapshot_abort_prepared();
+        }
         unrecord(c->id, disks, c->state_dir, old_active);
         return false;
     }
@@ -460,56 +486,192 @@ static bool pause_and_switch(CheckpointCreate *c, GPtrArray *disks, Job *job,
     return true;
 }
 
-char *checkpoint_create_start(const char *name, const char *job_id,
-                              Error **errp)
+/*
+ * The pause of a checkpoint of the disks only: they switch, nothing
+ * else.  On failure the record is undone and @old_active taken over.
+ */
+static bool pause_and_switch_disks(CheckpointCreate *c, GPtrArray *disks,
+                                   CheckpointManifestDiskList *old_active,
+                                   Error **errp)
 {
-    CowSnapshotOptions opts = { .done = checkpoint_create_done };
-    g_autoptr(GPtrArray) disks = NULL;
-    g_autofree char *id = NULL, *state = NULL;
+    bool was_running = runstate_is_running();
+    Error *local_err = NULL;
+    bool ok;
+
+    vm_stop(RUN_STATE_PAUSED);
+    checkpoint_crash_point("create-before-switch");
+    ok = checkpoint_disks_snapshot(disks, &local_err);
+    if (ok) {
+        checkpoint_crash_point("create-after-switch");
+        checkpoint_guard_frozen_images();
+    }
+    if (was_running) {
+        vm_start();
+    }
+    if (!ok) {
+        error_propagate_prepend(errp, local_err, "Cannot switch the disks"
+                                " to new differencing images: ");
+        unrecord(c->id, disks, NULL, old_active);
+    }
+    return ok;
+}
+
+/* A checkpoint of the disks only, switched: it is ready */
+static bool finish_disks_only(CheckpointCreate *c, Error **errp)
+{
+    Error *local_err = NULL;
+
+    flush_frozen_images(c->id);
+    if (!checkpoint_store_set_state(c->id, CHECKPOINT_STATE_READY, errp)) {
+        /* The disks stay on their children; the checkpoint goes */
+        if (!checkpoint_store_drop(c->id, &local_err)) {
+            error_report_err(local_err);
+        }
+        return false;
+    }
+    qapi_event_send_checkpoint_created(c->id, c->type, c->consistency,
+                                       c->fallback_reason);
+    return true;
+}
+
+bool checkpoint_create_disks_only(const char *id, const char *name,
+                                  CheckpointConsistency consistency,
+                                  Error **errp)
+{
+    g_autoptr(GPtrArray) disks = checkpoint_disks_plan_create(id, errp);
     CheckpointManifestDiskList *old_active;
     CheckpointCreate *c;
-    QemuUUID uuid;
-    Job *job;
+    bool ok;
 
-    /* The merge that runs ends first (its end rewrites the manifest) */
-    checkpoint_merge_interrupt();
-    checkpoint_settle();
-    if (!create_allowed(errp)) {
-        return NULL;
-    }
-    qemu_uuid_generate(&uuid);
-    id = qemu_uuid_unparse_strdup(&uuid);
-    disks = checkpoint_disks_plan_create(id, errp);
     if (!disks) {
-        return NULL;
+        return false;
     }
-    job = create_job(id, job_id, errp);
-    if (!job) {
-        return NULL;
+    c = g_new0(CheckpointCreate, 1);
+    c->id = g_strdup(id);
+    c->type = CHECKPOINT_TYPE_PRODUCTION;
+    c->consistency = consistency;
+    old_active = QAPI_CLONE(CheckpointManifestDiskList,
+                            checkpoint_store_manifest()->active);
+    ok = prepare(c, name, disks, NULL, NULL, old_active, errp) &&
+         pause_and_switch_disks(c, disks, old_active, errp);
+    if (ok) {
+        qapi_free_CheckpointManifestDiskList(old_active);
+        ok = finish_disks_only(c, errp);
     }
-    c = checkpoint_create_new(id);
+    checkpoint_create_free_state(c);
+    return ok;
+}
+
+/*
+ * Begin standard checkpoint @c for @job: the files, the pause, the
+ * switch.  On failure @c is gone (or goes with the save's callback).
+ */
+static bool start_standard(CheckpointCreate *c, const char *name, Job *job,
+                           Error **errp)
+{
+    CowSnapshotOptions opts = { .done = checkpoint_create_done,
+                                .opaque = c };
+    g_autoptr(GPtrArray) disks = NULL;
+    g_autofree char *state = NULL;
+    CheckpointManifestDiskList *old_active;
+
+    disks = checkpoint_disks_plan_create(c->id, errp);
+    if (!disks) {
+        checkpoint_create_free_state(c);
+        return false;
+    }
     state = g_build_filename(c->state_dir, "state", NULL);
-    opts.opaque = c;
     old_active = QAPI_CLONE(CheckpointManifestDiskList,
                             checkpoint_store_manifest()->active);
     if (!prepare(c, name, disks, state, &opts, old_active, errp)) {
         checkpoint_create_free_state(c);
-        job_early_fail(job);
-        return NULL;
+        return false;
     }
     if (!pause_and_switch(c, disks, job, state, &opts, old_active, errp)) {
-        job_early_fail(job);
-        return NULL;
+        return false;
     }
     qapi_free_CheckpointManifestDiskList(old_active);
+    return true;
+}
 
-    job_start(job);
+/* @c is begun and its job runs: the save may have ended already */
+static void started(CheckpointCreate *c)
+{
     c->recorded = true;
     if (c->saved) {
         /* The save ended inside the pause */
         checkpoint_create_finish(c);
     }
+}
+
+char *checkpoint_new_id(void)
+{
+    QemuUUID uuid;
+
+    qemu_uuid_generate(&uuid);
+    return qemu_uuid_unparse_strdup(&uuid);
+}
+
+char *checkpoint_create_start(const char *name, const char *job_id,
+                              const char *fallback_reason, Error **errp)
+{
+    g_autofree char *id = NULL;
+    CheckpointCreate *c;
+    Job *job;
+
+    /* The merge that runs ends first (its end rewrites the manifest) */
+    checkpoint_merge_interrupt();
+    checkpoint_settle();
+    if (!checkpoint_create_allowed(errp)) {
+        return NULL;
+    }
+    id = checkpoint_new_id();
+    job = create_job(id, job_id, errp);
+    if (!job) {
+        return NULL;
+    }
+    c = checkpoint_create_new(id, fallback_reason);
+    if (!start_standard(c, name, job, errp)) {
+        job_early_fail(job);
+        return NULL;
+    }
+    job_start(job);
+    started(c);
     return g_steal_pointer(&id);
+}
+
+bool checkpoint_create_standard_in_job(const char *id, const char *name,
+                                       const char *fallback_reason,
+                                       CheckpointCreateJob *job,
+                                       Error **errp)
+{
+    CheckpointCreate *c;
+
+    checkpoint_settle();
+    if (!checkpoint_create_allowed(errp)) {
+        return false;
+    }
+    c = checkpoint_create_new(id, fallback_reason);
+    if (!start_standard(c, name, &job->common, errp)) {
+        return false;
+    }
+    started(c);
+    return true;
+}
+
+/* The type a checkpoint-create without one takes; refuse @disabled */
+static bool create_type(bool has_type, CheckpointDefaultType *type,
+                        Error **errp)
+{
+    if (!has_type) {
+        *type = checkpoint_default_type();
+    }
+    if (*type == CHECKPOINT_DEFAULT_TYPE_DISABLED) {
+        error_setg(errp, "Checkpoints are disabled for this VM (type"
+                   " 'disabled'; see checkpoint-set-parameters)");
+        return false;
+    }
+    return true;
 }
 
 CheckpointCreateResult *qmp_checkpoint_create(const char *name,
@@ -518,27 +680,14 @@ CheckpointCreateResult *qmp_checkpoint_create(const char *name,
                                               const char *job_id,
                                               Error **errp)
 {
-    CheckpointCreateResult *ret;
-    char *id;
+    g_autoptr(CheckpointCreateResult) ret = g_new0(CheckpointCreateResult, 1);
 
     if (!checkpoint_store_dir()) {
         error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
                    " or checkpoint-set-parameters)");
         return NULL;
     }
-    if (!has_type) {
-        type = checkpoint_default_type();
-    }
-    switch (type) {
-    case CHECKPOINT_DEFAULT_TYPE_STANDARD:
-        break;
-    case CHECKPOINT_DEFAULT_TYPE_DISABLED:
-        error_setg(errp, "Checkpoints are disabled for this VM (type"
-                   " 'disabled'; see checkpoint-set-parameters)");
-        return NULL;
-    default:
-        error_setg(errp, "Production checkpoints are not implemented yet;"
-                   " ask for type 'standard'");
+    if (!create_type(has_type, &type, errp)) {
         return NULL;
     }
     if (name && !checkpoint_name_valid(name, errp)) {
@@ -548,12 +697,13 @@ CheckpointCreateResult *qmp_checkpoint_create(const char *name,
         error_setg(errp, "A checkpoint is being applied");
         return NULL;
     }
-    id = checkpoint_create_start(name, job_id, errp);
-    checkpoint_merge_release();
-    if (!id) {
-        return NULL;
+    if (type == CHECKPOINT_DEFAULT_TYPE_STANDARD) {
+        ret->id = checkpoint_create_start(name, job_id, NULL, errp);
+    } else {
+        ret->id = checkpoint_production_start(
+            name, type == CHECKPOINT_DEFAULT_TYPE_PRODUCTION_ONLY, job_id,
+            &ret->fallback_reason, errp);
     }
-    ret = g_new0(CheckpointCreateResult, 1);
-    ret->id = id;
-    return ret;
+    checkpoint_merge_release();
+    return ret->id ? g_steal_pointer(&ret) : NULL;
 }

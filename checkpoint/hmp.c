@@ -32,12 +32,17 @@ static void print_checkpoint(Monitor *mon, CheckpointInfo *c, int depth)
                               : g_strdup("?");
     CheckpointDiskInfoList *d;
 
-    monitor_printf(mon, "%*s%s  (id %s, %s, %s, %s", depth * 2, "",
+    monitor_printf(mon, "%*s%s  (id %s, %s, %s, %s, %s", depth * 2, "",
                    c->name, c->id, CheckpointType_str(c->type),
+                   CheckpointConsistency_str(c->consistency),
                    CheckpointState_str(c->state), when);
     print_size(mon, "state file", c->has_state_file_size,
                c->state_file_size);
     monitor_printf(mon, ")\n");
+    if (c->fallback_reason) {
+        monitor_printf(mon, "%*s  standard instead of production: %s\n",
+                       depth * 2, "", c->fallback_reason);
+    }
     for (d = c->disks; d; d = d->next) {
         monitor_printf(mon, "%*s  disk %s: %s", depth * 2, "",
                        d->value->device, d->value->filename);
@@ -117,8 +122,9 @@ void hmp_info_checkpoints(Monitor *mon, const QDict *qdict)
     if (hmp_handle_error(mon, err)) {
         return;
     }
-    monitor_printf(mon, "Checkpoint store %s (default type %s)\n", p->dir,
-                   CheckpointDefaultType_str(p->type));
+    monitor_printf(mon, "Checkpoint store %s (default type %s%s)\n", p->dir,
+                   CheckpointDefaultType_str(p->type),
+                   p->q_auto ? ", automatic checkpoint at start" : "");
     if (!list) {
         monitor_printf(mon, "No checkpoints\n");
     }
@@ -142,20 +148,65 @@ void hmp_checkpoint_rename(Monitor *mon, const QDict *qdict)
     hmp_handle_error(mon, err);
 }
 
+/* The type -s, -p or -P asks for; false if none or several */
+static bool create_type_flag(Monitor *mon, const QDict *qdict,
+                             CheckpointDefaultType *type, bool *has_type)
+{
+    static const struct {
+        const char *flag;
+        CheckpointDefaultType type;
+    } flags[] = {
+        { "standard", CHECKPOINT_DEFAULT_TYPE_STANDARD },
+        { "production", CHECKPOINT_DEFAULT_TYPE_PRODUCTION },
+        { "production_only", CHECKPOINT_DEFAULT_TYPE_PRODUCTION_ONLY },
+    };
+    int i;
+
+    *has_type = false;
+    for (i = 0; i < ARRAY_SIZE(flags); i++) {
+        if (!qdict_get_try_bool(qdict, flags[i].flag, false)) {
+            continue;
+        }
+        if (*has_type) {
+            monitor_printf(mon, "Give one of -s, -p and -P\n");
+            return false;
+        }
+        *has_type = true;
+        *type = flags[i].type;
+    }
+    return true;
+}
+
 void hmp_checkpoint_create(Monitor *mon, const QDict *qdict)
 {
     const char *name = qdict_get_try_str(qdict, "name");
-    bool standard = qdict_get_try_bool(qdict, "standard", false);
     g_autoptr(CheckpointCreateResult) r = NULL;
+    CheckpointDefaultType type = CHECKPOINT_DEFAULT_TYPE_STANDARD;
+    bool has_type;
     Error *err = NULL;
 
-    r = qmp_checkpoint_create(name, standard, CHECKPOINT_DEFAULT_TYPE_STANDARD,
-                              NULL, &err);
+    if (!create_type_flag(mon, qdict, &type, &has_type)) {
+        return;
+    }
+    if (!has_type) {
+        type = checkpoint_default_type();
+    }
+    r = qmp_checkpoint_create(name, true, type, NULL, &err);
     if (hmp_handle_error(mon, err)) {
         return;
     }
-    monitor_printf(mon, "Creating checkpoint %s (memory is saved in the"
-                   " background; see info checkpoints)\n", r->id);
+    if (r->fallback_reason) {
+        monitor_printf(mon, "A standard checkpoint instead of a production"
+                       " one: %s\n", r->fallback_reason);
+    }
+    if (type == CHECKPOINT_DEFAULT_TYPE_STANDARD || r->fallback_reason) {
+        monitor_printf(mon, "Creating checkpoint %s (memory is saved in the"
+                       " background; see info checkpoints)\n", r->id);
+    } else {
+        monitor_printf(mon, "Creating production checkpoint %s (the guest"
+                       " agent freezes the guest's filesystems; see info"
+                       " checkpoints)\n", r->id);
+    }
 }
 
 void hmp_checkpoint_apply(Monitor *mon, const QDict *qdict)

@@ -113,30 +113,6 @@ static GHashTable *failed_table(void)
     return merges.failed;
 }
 
-/* Run @fn(@opaque) in the main loop, outside the job's coroutine */
-typedef struct MainCall {
-    void (*fn)(void *opaque);
-    void *opaque;
-    Coroutine *co;
-} MainCall;
-
-static void main_call_bh(void *opaque)
-{
-    MainCall *c = opaque;
-
-    c->fn(c->opaque);
-    aio_co_wake(c->co);
-}
-
-static void coroutine_fn main_call(void (*fn)(void *), void *opaque)
-{
-    MainCall c = { .fn = fn, .opaque = opaque,
-                   .co = qemu_coroutine_self() };
-
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), main_call_bh, &c);
-    qemu_coroutine_yield();
-}
-
 /* How the data of merge @p moves */
 static MergeMode mode_of(CheckpointMergePlan *p)
 {
@@ -337,7 +313,7 @@ static void coroutine_fn run_online(Job *job, Merge *mg)
     int64_t reported = 0;
     bool done = false;
 
-    main_call(start_inner_bh, mg);
+    checkpoint_main_call(start_inner_bh, mg);
     while (mg->inner && !done) {
         merge_inner_progress(mg);
         if (mg->bytes_done > reported) {
@@ -346,15 +322,15 @@ static void coroutine_fn run_online(Job *job, Merge *mg)
         }
         job_progress_set_remaining(job, mg->bytes_total - mg->bytes_done);
         if ((job_is_cancelled(job) || mg->interrupted) && !mg->cancel_sent) {
-            main_call(cancel_inner_bh, NULL);
+            checkpoint_main_call(cancel_inner_bh, NULL);
         }
-        main_call(step_bh, &done);
+        checkpoint_main_call(step_bh, &done);
         if (done) {
             break;
         }
         if (merge_inner_out_of_space(mg)) {
             pause_for_space(job, mg);
-            main_call(resume_inner_bh, NULL);
+            checkpoint_main_call(resume_inner_bh, NULL);
             continue;
         }
         job_sleep_ns(job, POLL_NS);
@@ -412,7 +388,7 @@ static void coroutine_fn run_offline(Job *job, Merge *mg)
     int layer = mg->rec->has_copied_layers ? mg->rec->copied_layers : 0;
     int ret = 0;
 
-    main_call(offline_open_bh, mg);
+    checkpoint_main_call(offline_open_bh, mg);
     if (mg->error) {
         return;
     }
@@ -430,19 +406,19 @@ static void coroutine_fn run_offline(Job *job, Merge *mg)
         if (layer < mg->src->len) {
             mg->rec->has_copied_layers = true;
             mg->rec->copied_layers = layer;
-            main_call(record_layer_bh, mg);
+            checkpoint_main_call(record_layer_bh, mg);
             checkpoint_crash_point("merge-offline-layer");
         }
     }
-    main_call(offline_close_bh, mg);
+    checkpoint_main_call(offline_close_bh, mg);
     if (ret < 0) {
         mg->error = g_strdup_printf("the copy into '%s' failed: %s",
                                     mg->target, strerror(-ret));
-        main_call(reconnect_bh, mg);
+        checkpoint_main_call(reconnect_bh, mg);
         return;
     }
     checkpoint_crash_point("merge-offline-copied");
-    main_call(offline_finish_bh, mg);
+    checkpoint_main_call(offline_finish_bh, mg);
 }
 
 /* The merge has ended: forget it, and tell */
@@ -490,7 +466,7 @@ static int coroutine_fn merge_job_run(Job *job, Error **errp)
             job_sleep_ns(job, POLL_NS);
             continue;
         }
-        main_call(pick_bh, NULL);
+        checkpoint_main_call(pick_bh, NULL);
         if (!merges.cur) {
             break;
         }
@@ -499,9 +475,9 @@ static int coroutine_fn merge_job_run(Job *job, Error **errp)
         } else {
             run_online(job, merges.cur);
         }
-        main_call(end_bh, NULL);
+        checkpoint_main_call(end_bh, NULL);
     }
-    main_call(finish_job_bh, NULL);
+    checkpoint_main_call(finish_job_bh, NULL);
     return 0;
 }
 

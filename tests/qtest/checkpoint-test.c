@@ -253,14 +253,14 @@ static void assert_tree_queried(QTestState *qts)
 static void assert_tree_shown(QTestState *qts)
 {
     g_autofree char *out = qtest_hmp(qts, "info checkpoints");
-    g_autofree char *a = g_strdup_printf("\nfirst  (id %s, standard, ready, ",
-                                         ID_A);
+    g_autofree char *a = g_strdup_printf("\nfirst  (id %s, standard,"
+                                         " saved-state, ready, ", ID_A);
     g_autofree char *b = g_strdup_printf("\n  second  (id %s, production,"
-                                         " ready, ", ID_B);
+                                         " application, ready, ", ID_B);
 
     assert_contains(out, a);
     assert_contains(out, b);
-    assert_contains(out, ", production, ready, 2026-");
+    assert_contains(out, ", production, application, ready, 2026-");
     g_assert(strstr(out, "    Now\r\n"));
     g_assert(strstr(out, b) < strstr(out, "    Now\r\n"));
 }
@@ -550,8 +550,10 @@ static void assert_create_refusals(QTestState *qts)
     g_autofree char *err = NULL;
     QDict *rsp;
 
-    err = qmp_error(qts, "{'execute': 'checkpoint-create'}");
-    assert_contains(err, "Production checkpoints are not implemented yet");
+    /* production-only without a guest agent */
+    err = qmp_error(qts, "{'execute': 'checkpoint-create',"
+                    " 'arguments': {'type': 'production-only'}}");
+    assert_contains(err, "No production checkpoint (type production-only)");
     g_clear_pointer(&err, g_free);
     err = qmp_error(qts, "{'execute': 'checkpoint-create',"
                     " 'arguments': {'type': 'standard', 'name': ''}}");
@@ -977,7 +979,8 @@ static void apply_through_hmp(QTestState *qts)
     qobject_unref(rsp);
     g_assert_cmpstr(name_of(qts, h), ==, "from-hmp");
     out = qtest_hmp(qts, "info checkpoints");
-    now = g_strdup_printf("\r\n  from-hmp  (id %s, standard, ready, ", h);
+    now = g_strdup_printf("\r\n  from-hmp  (id %s, standard, saved-state,"
+                          " ready, ", h);
     assert_contains(out, now);
     g_assert(strstr(out, "\r\n    Now\r\n") > strstr(out, now));
     g_clear_pointer(&out, g_free);
