@@ -422,19 +422,6 @@ static void step_pending(Merge *mg)
 {
     Error *local_err = NULL;
 
-    if (mg->exiting) {
-        /* Its end would change the graph inside QEMU's shutdown */
-        WITH_JOB_LOCK_GUARD() {
-            Job *job = inner_locked(mg);
-
-            if (job) {
-                mg->cancel_sent = true;
-                job_cancel_locked(job, true);
-            }
-        }
-        return;
-    }
-
     if (mg->mode == MERGE_CHAIN_COMMIT && !record_copied(mg, &local_err)) {
         mg->error = g_strdup(error_get_pretty(local_err));
         error_free(local_err);

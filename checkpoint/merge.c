@@ -50,11 +50,14 @@ static struct {
 } merges;
 
 /*
- * QEMU quits: from here on, the nested event loops of its shutdown
- * (vm_shutdown() flushes every node) must not finalize a commit: its
- * graph change fails there, and the abort that follows cannot restore
- * the chain.  The merge stays recorded; job_cancel_sync_all() cancels
- * the copy, and the next start resumes it.
+ * QEMU quits.  From here on the merge leaves its inner block job alone:
+ * vm_shutdown() flushes every node in nested event loops, where the
+ * merge's steps would run too, and a commit finalized or cancelled
+ * there, with its requests to the base still in flight (they hold a
+ * reference to its BlockBackend), fails on a permission conflict and
+ * aborts QEMU in commit_abort().  job_cancel_sync_all() cancels the
+ * inner job later, in a drained section, where that works; the merge
+ * stays recorded and the next start resumes it.
  */
 static void merge_shutdown_notify(Notifier *n, void *data)
 {
@@ -270,18 +273,19 @@ static void step_bh(void *opaque)
 {
     bool *done = opaque;
 
-    if (merges.exiting && !merges.cur->exiting) {
-        /* Not finalized now: cancelled, the copy leaves the chain as is */
-        merges.cur->exiting = true;
-        merges.cur->interrupted = true;
-        merge_cancel_inner(merges.cur);
+    if (merges.exiting) {
+        /* The inner job is left to QEMU's job_cancel_sync_all() */
+        *done = true;
+        return;
     }
     *done = merge_step_inner(merges.cur);
 }
 
 static void cancel_inner_bh(void *opaque)
 {
-    merge_cancel_inner(merges.cur);
+    if (!merges.exiting) {
+        merge_cancel_inner(merges.cur);
+    }
 }
 
 /* A full filesystem stopped the copy: the job pauses until resumed */
@@ -474,6 +478,9 @@ static int coroutine_fn merge_job_run(Job *job, Error **errp)
             run_offline(job, merges.cur);
         } else {
             run_online(job, merges.cur);
+            if (merges.exiting) {
+                break;      /* its inner job is QEMU's to cancel */
+            }
         }
         checkpoint_main_call(end_bh, NULL);
     }

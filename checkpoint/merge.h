@@ -38,7 +38,6 @@ typedef struct Merge {
     bool finalized;
     bool cancel_sent;
     bool interrupted;               /* by a create or an apply */
-    bool exiting;                   /* QEMU quits: cancel, not finalize */
     bool paused;                    /* by a full filesystem */
     char *error;                    /* why it failed */
     /* the offline copy: the layers, bottom-up, and the bottom */
