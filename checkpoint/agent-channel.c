@@ -240,27 +240,30 @@ static int find_agent_port(Object *obj, void *opaque)
 
 /*
  * Move the port's frontend @be from @user to the proxy, as
- * chardev-change does, and become @user's frontend
+ * chardev-change does, and become @user's frontend.  The port's
+ * handlers move with it; there are none while virtio-serial keeps its
+ * backend disabled (the VM not running yet), and the port sets them on
+ * the proxy when it enables it.
  */
 static bool interpose(Chardev *user, Error **errp)
 {
     CharBackend *be = user->be;
+    bool fe_open = be->fe_is_open;
+    g_autofree char *label = g_strdup_printf("%s.checkpoint-agent",
+                                             user->label);
     Chardev *proxy;
 
-    proxy = qemu_chardev_new(NULL, TYPE_CHARDEV_CHECKPOINT_AGENT, NULL,
+    proxy = qemu_chardev_new(label, TYPE_CHARDEV_CHECKPOINT_AGENT, NULL,
                              NULL, errp);
     if (!proxy) {
         return false;
     }
     user->be = NULL;
     qemu_chr_fe_init(be, proxy, &error_abort);
-    if (be->chr_be_change(be->opaque) < 0) {
-        proxy->be = NULL;
-        qemu_chr_fe_init(be, user, &error_abort);
-        object_unparent(OBJECT(proxy));
-        error_setg(errp, "the port refused a new backend");
-        return false;
-    }
+    be->fe_is_open = fe_open;
+    qemu_chr_fe_set_handlers(be, be->chr_can_read, be->chr_read,
+                             be->chr_event, be->chr_be_change, be->opaque,
+                             NULL, false);
     chan.proxy = proxy;
     chan.to_guest = g_byte_array_new();
     chan.held = g_byte_array_new();
@@ -291,7 +294,7 @@ void checkpoint_agent_channel_find_port(void)
     id = object_property_get_str(port, "chardev", NULL);
     user = id ? qemu_chr_find(id) : NULL;
     /* (A mux chardev has no single frontend: user->be is NULL) */
-    if (!user || !user->be || !user->be->chr_be_change) {
+    if (!user || !user->be) {
         return;
     }
     if (!interpose(user, &local_err)) {

@@ -476,6 +476,8 @@ CheckpointApplyResult *qmp_checkpoint_apply(const char *checkpoint,
     }
     ret = g_new0(CheckpointApplyResult, 1);
     ret->created = g_strdup(a->first_id);
+    /* A production checkpoint holds no memory: the VM is left off */
+    ret->powered_off = !a->state;
     if (job) {
         s = container_of(job, CheckpointApplyJob, common);
         s->apply = g_steal_pointer(&a);

@@ -224,6 +224,10 @@ void hmp_checkpoint_apply(Monitor *mon, const QDict *qdict)
         monitor_printf(mon, "The state before the apply is checkpoint %s\n",
                        r->created);
     }
+    if (r->powered_off) {
+        monitor_printf(mon, "The VM is off, on the disks of a production"
+                       " checkpoint: 'cont' starts it\n");
+    }
 }
 
 static void print_disk_plan(Monitor *mon, CheckpointDiskPlan *dp)

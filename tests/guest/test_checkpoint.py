@@ -112,7 +112,7 @@ class Scenario:
         before = ck.last_tick(self.g)
         active_before = [f for f, _ in ck.active_disks(self.store)]
         ret = self.g.qmp('checkpoint-apply', checkpoint='A')
-        expect(ret == {}, f'checkpoint-apply returned {ret}')
+        expect(ret == {'powered-off': False}, f'checkpoint-apply returned {ret}')
         tick = ck.next_tick(self.g)
         ck.wait_event(self.g, 'CHECKPOINT_APPLIED', 10, id=self.ids['A'])
         expect(ck.status(self.g) == 'running', f'VM {ck.status(self.g)} after the apply')
@@ -171,7 +171,7 @@ class Scenario:
 
     def apply_created(self):
         ret = self.g.qmp('checkpoint-apply', checkpoint=NEW_NAME, resume=False)
-        expect(ret == {}, f'checkpoint-apply returned {ret}')
+        expect(ret == {'powered-off': False}, f'checkpoint-apply returned {ret}')
         ck.wait_event(self.g, 'CHECKPOINT_APPLIED', 10, id=self.ids['D'])
         st = ck.status(self.g)
         expect(st == 'paused', f'VM {st} after an apply with resume false')

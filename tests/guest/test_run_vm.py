@@ -52,13 +52,16 @@ def hmp_command(path, command):
 
 
 def checkpoint_first(hmp_path):
-    """HMP checkpoint_create, then wait until info checkpoints says ready"""
+    """HMP checkpoint_create (no option: a production checkpoint, the
+    guest frozen through its agent), then wait until info checkpoints
+    says ready"""
     out = hmp_command(hmp_path, 'checkpoint_create first')
-    expect('Creating checkpoint' in out, f'checkpoint_create said: {out}')
+    expect('Creating production checkpoint' in out,
+           f'checkpoint_create said: {out}')
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         out = hmp_command(hmp_path, 'info checkpoints')
-        if 'first  (id ' in out and ', ready, ' in out:
+        if 'first  (id ' in out and ', production, application, ready, ' in out:
             expect('\n  Now' in out, f'no Now under the checkpoint: {out}')
             return
         time.sleep(0.5)
