@@ -50,20 +50,29 @@ static struct {
 } merges;
 
 /*
- * QEMU quits.  From here on the merge leaves its inner block job alone:
- * vm_shutdown() flushes every node in nested event loops, where the
- * merge's steps would run too, and a commit finalized or cancelled
- * there, with its requests to the base still in flight (they hold a
- * reference to its BlockBackend), fails on a permission conflict and
- * aborts QEMU in commit_abort().  job_cancel_sync_all() cancels the
- * inner job later, in a drained section, where that works; the merge
- * stays recorded and the next start resumes it.
+ * QEMU quits.  Until job_cancel_sync_all() cancels the merge job, the
+ * merge leaves its inner block job alone: vm_shutdown() flushes every
+ * node in nested event loops, where the merge's steps would run too,
+ * and a commit finalized or cancelled there, with its requests to the
+ * base still in flight (they hold a reference to its BlockBackend),
+ * fails on a permission conflict and aborts QEMU in commit_abort().
+ * Once cancelled, in job_cancel_sync_all()'s drained section, the merge
+ * cancels its copy and ends as when a create interrupts it (the image
+ * made writable for the copy read-only again); the merge stays recorded
+ * and the next start resumes it.
  */
 static void merge_shutdown_notify(Notifier *n, void *data)
 {
     if (shutdown_action == SHUTDOWN_ACTION_POWEROFF) {
         merges.exiting = true;
     }
+}
+
+/* QEMU quits and the merge job is not cancelled yet: do nothing now */
+static bool merges_wait_for_exit(void)
+{
+    return merges.exiting && merges.job &&
+           !job_is_cancelled(&merges.job->common);
 }
 
 static void watch_shutdown(void)
@@ -273,9 +282,7 @@ static void step_bh(void *opaque)
 {
     bool *done = opaque;
 
-    if (merges.exiting) {
-        /* The inner job is left to QEMU's job_cancel_sync_all() */
-        *done = true;
+    if (merges_wait_for_exit()) {
         return;
     }
     *done = merge_step_inner(merges.cur);
@@ -283,7 +290,7 @@ static void step_bh(void *opaque)
 
 static void cancel_inner_bh(void *opaque)
 {
-    if (!merges.exiting) {
+    if (!merges_wait_for_exit()) {
         merge_cancel_inner(merges.cur);
     }
 }
@@ -478,9 +485,6 @@ static int coroutine_fn merge_job_run(Job *job, Error **errp)
             run_offline(job, merges.cur);
         } else {
             run_online(job, merges.cur);
-            if (merges.exiting) {
-                break;      /* its inner job is QEMU's to cancel */
-            }
         }
         checkpoint_main_call(end_bh, NULL);
     }
