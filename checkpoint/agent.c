@@ -22,6 +22,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "block/aio.h"
 #include "qemu/coroutine.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
@@ -263,7 +264,13 @@ static void init_once(void)
     if (!ag.timer) {
         qemu_co_mutex_init(&ag.lock);
         json_message_parser_init(&ag.parser, parser_emit, NULL, NULL);
-        ag.timer = timer_new_ms(QEMU_CLOCK_REALTIME, timeout_cb, NULL);
+        /*
+         * On the main AioContext, not the main loop's timer list: a wait
+         * for the agent must also end inside AIO_WAIT_WHILE() (QEMU's
+         * job_cancel_sync_all() at exit polls only the AioContext)
+         */
+        ag.timer = aio_timer_new(qemu_get_aio_context(), QEMU_CLOCK_REALTIME,
+                                 SCALE_MS, timeout_cb, NULL);
     }
 }
 

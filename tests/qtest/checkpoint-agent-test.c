@@ -338,7 +338,9 @@ static Vm *vm_new(const char *name, bool with_agent)
 
 static void vm_free(Vm *vm)
 {
-    qtest_quit(vm->qts);
+    if (vm->qts) {
+        qtest_quit(vm->qts);
+    }
     if (vm->agent) {
         fake_agent_free(vm->agent);
     }
@@ -584,6 +586,29 @@ static void test_thaw_error(void)
     vm_free(vm);
 }
 
+/*
+ * QEMU quits while the job waits for a silent agent: the wait ends with
+ * its timeout inside QEMU's exit (job_cancel_sync_all() polls only the
+ * main AioContext, whose timers the client uses), and the thaw is sent
+ */
+static void test_quit_while_waiting(void)
+{
+    Vm *vm = vm_new("quit-waiting", true);
+    g_autofree char *id = NULL;
+    gint64 t0;
+
+    vm->agent->on_freeze = SILENCE;
+    id = create(vm, "production-only");
+    wait_count(vm->agent, &vm->agent->freezes, 1);
+    t0 = g_get_monotonic_time();
+    qtest_quit(vm->qts);
+    vm->qts = NULL;
+    /* A hang is the failure; the bound is far above the 1 s timeouts */
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, 30 * G_USEC_PER_SEC);
+    wait_count(vm->agent, &vm->agent->thaws, 1);
+    vm_free(vm);
+}
+
 /* No agent at all: production falls back at once, production-only fails */
 static void test_no_agent(void)
 {
@@ -655,6 +680,8 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint-agent/disconnect", test_disconnect);
     qtest_add_func("/checkpoint-agent/freeze-error", test_freeze_error);
     qtest_add_func("/checkpoint-agent/thaw-error", test_thaw_error);
+    qtest_add_func("/checkpoint-agent/quit-while-waiting",
+                   test_quit_while_waiting);
     qtest_add_func("/checkpoint-agent/no-agent", test_no_agent);
     qtest_add_func("/checkpoint-agent/auto", test_auto);
     return hvcp_run_and_remove(tmpdir);
