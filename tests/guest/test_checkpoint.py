@@ -30,13 +30,11 @@ Prints TAP.  Run by meson (suite hyperv-checkpoints-guest), or by hand:
 """
 
 import os
-import shutil
 import sys
-import tempfile
 
 import guestlib
 from guestlib import Guest, GuestError
-from hvcptap import Tap
+from hvcptap import Tap, scratch_dir
 import checkpointlib as ck
 from checkpointlib import expect, note
 
@@ -286,44 +284,44 @@ class Scenario:
             g.cleanup()
 
 
+def run_checks(tap, s):
+    tap.check('boot with a vhdx and a qcow2 disk and an empty standard store', s.setup)
+    tap.check('checkpoint A of file and pattern "A"', lambda: s.take('A', 'A'))
+    tap.check('checkpoint B of file and pattern "B"', lambda: s.take('B', 'B'))
+    tap.check('apply A: A\'s file, pattern and counter; old active images deleted',
+              s.apply_a)
+    tap.check('apply B with checkpoint-first: B\'s data; the created checkpoint'
+              ' holds the state before', s.apply_b_first)
+    tap.check('checkpoint-rename the created checkpoint', s.rename)
+    tap.check('apply it by its new name, resume false: data and counter of before',
+              s.apply_created)
+    tap.check('info checkpoints: the tree, names indented, Now under the applied one',
+              s.info)
+    tap.check('apply refuses an unknown checkpoint (QMP and HMP) and a creating one',
+              s.refusals)
+    tap.check('quit; a new QEMU on the manifest\'s active images gets the tree'
+              ' back, its guest boots with the data of before',
+              s.restart)
+    tap.check('apply A in the new QEMU: A\'s file, pattern and counter',
+              s.apply_a_again)
+
+    def quit_last():
+        s.g.shutdown()
+        expect(s.g.proc.returncode == 0, f'QEMU exited with {s.g.proc.returncode}')
+    tap.check('quit the new QEMU', quit_last)
+
+
 def main():
     if not guestlib.require_built():
         return 1
 
     tap = Tap(dependent=True)
-    workdir = os.path.realpath(tempfile.mkdtemp(prefix='hvcp-ckpt-', dir='/tmp'))
-    s = Scenario(workdir)
-    try:
-        tap.check('boot with a vhdx and a qcow2 disk and an empty standard store', s.setup)
-        tap.check('checkpoint A of file and pattern "A"', lambda: s.take('A', 'A'))
-        tap.check('checkpoint B of file and pattern "B"', lambda: s.take('B', 'B'))
-        tap.check('apply A: A\'s file, pattern and counter; old active images deleted',
-                  s.apply_a)
-        tap.check('apply B with checkpoint-first: B\'s data; the created checkpoint'
-                  ' holds the state before', s.apply_b_first)
-        tap.check('checkpoint-rename the created checkpoint', s.rename)
-        tap.check('apply it by its new name, resume false: data and counter of before',
-                  s.apply_created)
-        tap.check('info checkpoints: the tree, names indented, Now under the applied one',
-                  s.info)
-        tap.check('apply refuses an unknown checkpoint (QMP and HMP) and a creating one',
-                  s.refusals)
-        tap.check('quit; a new QEMU on the manifest\'s active images gets the tree'
-                  ' back, its guest boots with the data of before',
-                  s.restart)
-        tap.check('apply A in the new QEMU: A\'s file, pattern and counter',
-                  s.apply_a_again)
-
-        def quit_last():
-            s.g.shutdown()
-            expect(s.g.proc.returncode == 0, f'QEMU exited with {s.g.proc.returncode}')
-        tap.check('quit the new QEMU', quit_last)
-    finally:
-        s.cleanup(tap.failed)
-        if not tap.failed:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            note(f'files kept in {workdir}')
+    with scratch_dir('hvcp-ckpt-', lambda: tap.failed) as workdir:
+        s = Scenario(workdir)
+        try:
+            run_checks(tap, s)
+        finally:
+            s.cleanup(tap.failed)
     return tap.done()
 
 

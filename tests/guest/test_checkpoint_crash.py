@@ -41,14 +41,12 @@ Prints TAP.  Run by meson (suite hyperv-checkpoints-guest), or by hand:
 """
 
 import os
-import shutil
 import signal
 import sys
-import tempfile
 
 import guestlib
 from guestlib import Guest, GuestError
-from hvcptap import Tap
+from hvcptap import Tap, scratch_dir
 import checkpointlib as ck
 from checkpointlib import expect, note
 
@@ -217,24 +215,23 @@ def main():
     points = sys.argv[1:] or POINTS
     tap = Tap()
     for point in points:
-        workdir = os.path.realpath(tempfile.mkdtemp(prefix='hvcp-crash-', dir='/tmp'))
-        guests = []
         failures = tap.failures
-        try:
-            tap.check(f'crash at {point}: the store recovers, no data lost, no stray file',
-                      lambda: crash(point, workdir, guests))  # pylint: disable=cell-var-from-loop
-        finally:
-            failed = tap.failures > failures
-            for g in guests:
-                if failed and g.proc:
-                    note(f'console of {os.path.basename(g.tmpdir)} (end):')
-                    note(g.tail(12))
-                    note('QEMU stderr: ' + g.stderr().strip())
-                g.cleanup()
-            if failed:
-                note(f'files kept in {workdir}')
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+
+        def failed(before=failures):
+            return tap.failures > before
+        with scratch_dir('hvcp-crash-', failed) as workdir:
+            guests = []
+            try:
+                tap.check(f'crash at {point}: the store recovers, no data lost,'
+                          ' no stray file',
+                          lambda: crash(point, workdir, guests))  # pylint: disable=cell-var-from-loop
+            finally:
+                for g in guests:
+                    if failed() and g.proc:
+                        note(f'console of {os.path.basename(g.tmpdir)} (end):')
+                        note(g.tail(12))
+                        note('QEMU stderr: ' + g.stderr().strip())
+                    g.cleanup()
     return tap.done()
 
 

@@ -28,12 +28,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import guestlib
 from guestlib import Guest
-from hvcptap import Tap
+from hvcptap import Tap, scratch_dir
 import checkpointlib as ck
 from checkpointlib import expect, note
 
@@ -133,24 +132,19 @@ def main():
         print('1..0 # SKIP e2fsck is not installed')
         return 0
     tap = Tap(dependent=True)
-    workdir = os.path.realpath(tempfile.mkdtemp(prefix='hvcp-merge-',
-                                                dir='/tmp'))
-    s = Scenario(workdir)
     t0 = time.monotonic()
-    try:
-        tap.check('boot on a vhdx disk, checkpoint A, 8 MiB written after',
-                  s.setup)
-        tap.check('delete A: an active commit while the guest writes;'
-                  ' its counter goes on', s.merge)
-        tap.check('after the merge: the disk on its original file, the'
-                  ' data read back', s.after_merge)
-        tap.check('qemu-img check and e2fsck are clean', s.fsck)
-    finally:
-        s.cleanup()
-        if not tap.failed:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            note(f'files kept in {workdir}')
+    with scratch_dir('hvcp-merge-', lambda: tap.failed) as workdir:
+        s = Scenario(workdir)
+        try:
+            tap.check('boot on a vhdx disk, checkpoint A, 8 MiB written'
+                      ' after', s.setup)
+            tap.check('delete A: an active commit while the guest writes;'
+                      ' its counter goes on', s.merge)
+            tap.check('after the merge: the disk on its original file, the'
+                      ' data read back', s.after_merge)
+            tap.check('qemu-img check and e2fsck are clean', s.fsck)
+        finally:
+            s.cleanup()
     note(f'{time.monotonic() - t0:.0f}s')
     return tap.done()
 

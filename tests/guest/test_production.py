@@ -37,12 +37,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import guestlib
 from guestlib import Guest
-from hvcptap import Tap
+from hvcptap import Tap, scratch_dir
 import checkpointlib as ck
 from checkpointlib import expect, note
 
@@ -196,6 +195,21 @@ class Scenario:
             self.g.kill()
 
 
+def run_checks(tap, s):
+    tap.check('boot with a store of the default type', s.start)
+    before = tap.check('checkpoint_create makes a production checkpoint'
+                       ' (frozen, thawed, the agent shared)',
+                       s.production_by_default)
+    n = tap.check('its image holds the unsynced lines; e2fsck clean',
+                  s.frozen_image_consistent, before)
+    tap.check('apply leaves the VM off; cont boots the checkpoint\'s disks',
+              s.apply_leaves_vm_off, n)
+    tap.check('agent stopped: production-only fails, production falls back'
+              ' to standard', s.agent_stopped)
+    tap.check('killed between freeze and thaw: the store reopens',
+              s.killed_while_frozen)
+
+
 def main():
     if not guestlib.require_built():
         return 1
@@ -204,30 +218,14 @@ def main():
             print(f'1..0 # SKIP {tool} is not installed (e2fsprogs)')
             return 0
     tap = Tap(dependent=True)
-    workdir = os.path.realpath(tempfile.mkdtemp(prefix='hvcp-production-',
-                                                dir='/tmp'))
-    guestlib.create_disk(os.path.join(workdir, 'sys.vhdx'), '64M', 'vhdx')
-    s = Scenario(workdir)
     t0 = time.monotonic()
-    try:
-        tap.check('boot with a store of the default type', s.start)
-        before = tap.check('checkpoint_create makes a production checkpoint'
-                           ' (frozen, thawed, the agent shared)',
-                           s.production_by_default)
-        n = tap.check('its image holds the unsynced lines; e2fsck clean',
-                      s.frozen_image_consistent, before)
-        tap.check('apply leaves the VM off; cont boots the checkpoint\'s'
-                  ' disks', s.apply_leaves_vm_off, n)
-        tap.check('agent stopped: production-only fails, production falls'
-                  ' back to standard', s.agent_stopped)
-        tap.check('killed between freeze and thaw: the store reopens',
-                  s.killed_while_frozen)
-    finally:
-        s.close()
-        if not tap.failed:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            note(f'files kept in {workdir}')
+    with scratch_dir('hvcp-production-', lambda: tap.failed) as workdir:
+        guestlib.create_disk(os.path.join(workdir, 'sys.vhdx'), '64M', 'vhdx')
+        s = Scenario(workdir)
+        try:
+            run_checks(tap, s)
+        finally:
+            s.close()
     note(f'{time.monotonic() - t0:.0f}s')
     return tap.done()
 

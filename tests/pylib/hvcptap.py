@@ -17,6 +17,10 @@ check() reports an exception as "not ok" with its traceback as comments,
 Skip as "ok # SKIP reason", and otherwise "ok" with the time it took.
 """
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
 import traceback
 
@@ -33,6 +37,21 @@ def note(msg):
     """msg as TAP comment lines."""
     for line in str(msg).splitlines() or ['']:
         out(f'# {line}')
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix, failed):
+    """A fresh folder /tmp/<prefix>XXXXXXXX (its real path) for a test's
+    files.  On leaving it is removed, unless failed() says a check
+    failed: then it is kept, and named, for a look at what went wrong."""
+    workdir = os.path.realpath(tempfile.mkdtemp(prefix=prefix, dir='/tmp'))
+    try:
+        yield workdir
+    finally:
+        if failed():
+            note(f'files kept in {workdir}')
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def expect(cond, msg):
