@@ -650,7 +650,27 @@ int coroutine_fn merge_offline_copy_layer(Merge *mg, Job *job, int layer)
 
 /* The end of a commit */
 
-/* Point @child (not open) at @parent */
+/*
+ * Is @child, open in the VM, built on @parent already?  (The start
+ * relinks the children of a copied commit before the disks open:
+ * checkpoint_settle_merge_early())
+ */
+static bool linked_already(CheckpointImage *child, const char *parent)
+{
+    BlockDriverState *bs = checkpoint_find_vm_image(child->filename);
+    g_autofree char *backing = NULL;
+
+    if (!bs) {
+        return false;
+    }
+    bdrv_graph_rdlock_main_loop();
+    backing = bs->backing_file[0] ?
+              bdrv_get_full_backing_filename(bs, NULL) : NULL;
+    bdrv_graph_rdunlock_main_loop();
+    return backing && checkpoint_same_file(backing, parent);
+}
+
+/* Point @child (not open, or open and linked already) at @parent */
 static bool relink_child(CheckpointImage *child, const char *parent,
                          Error **errp)
 {
@@ -658,6 +678,9 @@ static bool relink_child(CheckpointImage *child, const char *parent,
     int ret;
 
     if (child->open_in_vm) {
+        if (linked_already(child, parent)) {
+            return true;
+        }
         error_setg(errp, "'%s' is open: it cannot be pointed at '%s'",
                    child->filename, parent);
         return false;

@@ -26,6 +26,9 @@
 #include "qapi/qapi-events-checkpoint.h"
 #include "qapi/qapi-visit-checkpoint.h"
 #include "block/aio-wait.h"
+#include "block/block_int-common.h"
+#include "block/block-global-state.h"
+#include "block/graph-lock.h"
 #include "system/runstate.h"
 #include "system/runstate-action.h"
 #include "merge.h"
@@ -777,6 +780,83 @@ static void replay_log(const char *filename, const char *fmt)
     }
 }
 
+/*
+ * The chain of vhdx image @filename, each image's log replayed if a
+ * kill left one (a read-only open refuses such an image, and frozen
+ * images and backing files are opened read-only): a merge's relink or
+ * emptying writes images that no merge record names
+ */
+static void replay_chain_logs(const char *filename, GHashTable *seen)
+{
+    g_autofree char *name = g_strdup(filename);
+
+    while (name && g_file_test(name, G_FILE_TEST_EXISTS) &&
+           g_hash_table_add(seen, g_strdup(name))) {
+        Error *local_err = NULL;
+        BlockDriverState *bs = checkpoint_open_alone(name, "vhdx", false,
+                                                     &local_err);
+        char *next = NULL;
+
+        if (!bs) {
+            error_free(local_err);
+            replay_log(name, "vhdx");
+            bs = checkpoint_open_alone(name, "vhdx", false, NULL);
+        }
+        if (bs) {
+            bdrv_graph_rdlock_main_loop();
+            next = bs->backing_file[0] ?
+                   bdrv_get_full_backing_filename(bs, NULL) : NULL;
+            bdrv_graph_rdunlock_main_loop();
+            bdrv_unref(bs);
+        }
+        g_free(name);
+        name = next;
+    }
+}
+
+static void replay_store_logs(CheckpointManifest *m)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash,
+                                                       g_str_equal,
+                                                       g_free, NULL);
+    CheckpointManifestEntryList *e;
+    CheckpointManifestDiskList *d;
+
+    for (e = m->checkpoints; e; e = e->next) {
+        for (d = e->value->disks; d; d = d->next) {
+            if (!strcmp(d->value->format, "vhdx")) {
+                replay_chain_logs(d->value->filename, seen);
+            }
+        }
+    }
+    for (d = m->active; d; d = d->next) {
+        if (!strcmp(d->value->format, "vhdx")) {
+            replay_chain_logs(d->value->filename, seen);
+        }
+    }
+}
+
+/*
+ * A commit copied before a kill: point the top's children at the
+ * bottom now, while no disk is open.  Once a child is open in the VM
+ * (a frozen image under the active one) it cannot be relinked, and the
+ * merge would run its copy again as a chain commit, whose end must
+ * rewrite that read-only image's link and fails.  The recovery then
+ * finds them linked and ends the merge.
+ */
+static void relink_before_open(CheckpointManifest *m,
+                               CheckpointManifestMerge *rec)
+{
+    strList *relinked = NULL;
+    Error *local_err = NULL;
+
+    if (!merge_relink_children(m, rec, &relinked, &local_err)) {
+        warn_reportf_err(local_err, "The merge of '%s' runs again: ",
+                         rec->top);
+    }
+    qapi_free_strList(relinked);
+}
+
 void checkpoint_settle_merge_early(void)
 {
     QemuOpts *opts = qemu_opts_find(&qemu_checkpoints_opts, NULL);
@@ -791,6 +871,9 @@ void checkpoint_settle_merge_early(void)
     m = checkpoint_manifest_load(dir, NULL);
     rec = m ? m->merge : NULL;
     if (!rec || strcmp(rec->format, "vhdx")) {
+        if (m && (m->merge || m->operation)) {
+            replay_store_logs(m);
+        }
         return;
     }
     for (l = rec->images; l; l = l->next) {
@@ -799,5 +882,9 @@ void checkpoint_settle_merge_early(void)
     replay_log(rec->top, rec->format);
     if (!rec->copied && rec->direction == CHECKPOINT_MERGE_DIRECTION_COMMIT) {
         merge_reconnect_bottom_child(rec);
+    }
+    replay_store_logs(m);
+    if (rec->copied && rec->direction == CHECKPOINT_MERGE_DIRECTION_COMMIT) {
+        relink_before_open(m, rec);
     }
 }
