@@ -488,8 +488,3 @@ bool coroutine_fn checkpoint_agent_co_thaw(int64_t timeout_ms, Error **errp)
     start_thawer();
     return false;
 }
-
-bool checkpoint_agent_thaw_owed(void)
-{
-    return ag.thaw_owed;
-}

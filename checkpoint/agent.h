@@ -109,7 +109,4 @@ bool coroutine_fn checkpoint_agent_co_freeze(int64_t timeout_ms,
  */
 bool coroutine_fn checkpoint_agent_co_thaw(int64_t timeout_ms, Error **errp);
 
-/* A thaw is owed: the guest may be frozen */
-bool checkpoint_agent_thaw_owed(void);
-
 #endif

@@ -87,11 +87,8 @@ static bool read_image(CheckpointImage *img, Error **errp)
     img->size = bdrv_getlength(bs);
     img->allocated = layer_bytes(bs, img->size);
     if (bs->backing_file[0]) {
-        g_autofree char *full = NULL;
+        g_autofree char *full = checkpoint_backing_filename(bs, errp);
 
-        bdrv_graph_rdlock_main_loop();
-        full = bdrv_get_full_backing_filename(bs, errp);
-        bdrv_graph_rdunlock_main_loop();
         if (!full) {
             bdrv_unref(bs);
             return false;

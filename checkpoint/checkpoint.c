@@ -311,6 +311,19 @@ BlockDriverState *checkpoint_open_alone(const char *filename,
                      BDRV_O_NO_BACKING | (writable ? BDRV_O_RDWR : 0), errp);
 }
 
+char *checkpoint_backing_filename(BlockDriverState *bs, Error **errp)
+{
+    char *full;
+
+    if (!bs->backing_file[0]) {
+        return NULL;
+    }
+    bdrv_graph_rdlock_main_loop();
+    full = bdrv_get_full_backing_filename(bs, errp);
+    bdrv_graph_rdunlock_main_loop();
+    return full;
+}
+
 BlockDriverState *checkpoint_find_image(const char *filename)
 {
     BlockDriverState *bs = NULL;

@@ -261,6 +261,12 @@ char *checkpoint_canonical_path(const char *filename);
 /* Do @a and @b name the same file, which may be missing? */
 bool checkpoint_same_path(const char *a, const char *b);
 
+/*
+ * The full name of the backing file image @bs names (NULL if it names
+ * none, or with @errp set if the name cannot be resolved)
+ */
+char *checkpoint_backing_filename(BlockDriverState *bs, Error **errp);
+
 /* The node of the open image whose file is @filename, or NULL */
 BlockDriverState *checkpoint_find_image(const char *filename);
 

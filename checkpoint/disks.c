@@ -299,9 +299,7 @@ static BlockDriverState *open_chain(const char *filename, const char *fmt,
     }
     has_backing = bs->backing_file[0];
     if (has_backing) {
-        bdrv_graph_rdlock_main_loop();
-        backing = bdrv_get_full_backing_filename(bs, errp);
-        bdrv_graph_rdunlock_main_loop();
+        backing = checkpoint_backing_filename(bs, errp);
         backing_fmt = g_strdup(bs->backing_format[0] ? bs->backing_format
                                                      : fmt);
     }

@@ -658,15 +658,9 @@ int coroutine_fn merge_offline_copy_layer(Merge *mg, Job *job, int layer)
 static bool linked_already(CheckpointImage *child, const char *parent)
 {
     BlockDriverState *bs = checkpoint_find_vm_image(child->filename);
-    g_autofree char *backing = NULL;
+    g_autofree char *backing = bs ? checkpoint_backing_filename(bs, NULL)
+                                  : NULL;
 
-    if (!bs) {
-        return false;
-    }
-    bdrv_graph_rdlock_main_loop();
-    backing = bs->backing_file[0] ?
-              bdrv_get_full_backing_filename(bs, NULL) : NULL;
-    bdrv_graph_rdunlock_main_loop();
     return backing && checkpoint_same_file(backing, parent);
 }
 

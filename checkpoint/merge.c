@@ -47,7 +47,7 @@ static struct {
     GHashTable *busy;           /* the images of cur, by name */
     GHashTable *failed;         /* top -> why its merge failed */
     bool hold;                  /* a create or an apply runs */
-    bool exiting;               /* QEMU shuts down: no step any more */
+    bool exiting;               /* QEMU shuts down (merges_wait_for_exit) */
     Notifier shutdown;
     unsigned ended;             /* merges ended so far */
 } merges;
@@ -803,10 +803,7 @@ static void replay_chain_logs(const char *filename, GHashTable *seen)
             bs = checkpoint_open_alone(name, "vhdx", false, NULL);
         }
         if (bs) {
-            bdrv_graph_rdlock_main_loop();
-            next = bs->backing_file[0] ?
-                   bdrv_get_full_backing_filename(bs, NULL) : NULL;
-            bdrv_graph_rdunlock_main_loop();
+            next = checkpoint_backing_filename(bs, NULL);
             bdrv_unref(bs);
         }
         g_free(name);

@@ -92,29 +92,35 @@ static void failed_bh(void *opaque)
 
 /* -- the job -- */
 
+/* The job fails with s->err: CHECKPOINT_CREATE_FAILED, and @ret */
+static int coroutine_fn job_fails(ProductionJob *s, int ret, Error **errp)
+{
+    checkpoint_main_call(failed_bh, s);
+    error_propagate(errp, s->err);
+    s->err = NULL;
+    return ret;
+}
+
 /* The freeze or the sync failed with s->err: fall back, or fail */
 static int coroutine_fn fall_back_or_fail(ProductionJob *s, Error **errp)
 {
     if (s->only) {
         error_prepend(&s->err, "No production checkpoint (type"
                       " production-only): ");
-        checkpoint_main_call(failed_bh, s);
-        error_propagate(errp, s->err);
-        s->err = NULL;
-        return -EIO;
+        return job_fails(s, -EIO, errp);
     }
     checkpoint_main_call(fall_back_bh, s);
     if (s->err) {
-        checkpoint_main_call(failed_bh, s);
-        error_propagate(errp, s->err);
-        s->err = NULL;
-        return -EIO;
+        return job_fails(s, -EIO, errp);
     }
     return checkpoint_create_job_wait(&s->create, errp);
 }
 
-/* Thaw, and say so when the guest may still be frozen */
-static void coroutine_fn thaw(ProductionJob *s)
+/*
+ * Thaw, say so when the guest may still be frozen, and end the agent
+ * session
+ */
+static void coroutine_fn thaw_and_end(ProductionJob *s)
 {
     Error *local_err = NULL;
 
@@ -124,6 +130,7 @@ static void coroutine_fn thaw(ProductionJob *s)
                          " frozen; QEMU keeps sending guest-fsfreeze-thaw: ",
                          s->id);
     }
+    checkpoint_agent_end();
 }
 
 static int coroutine_fn production_run(Job *job, Error **errp)
@@ -136,27 +143,18 @@ static int coroutine_fn production_run(Job *job, Error **errp)
         return fall_back_or_fail(s, errp);
     }
     if (!checkpoint_agent_co_freeze(timeout, &s->err)) {
-        thaw(s);
-        checkpoint_agent_end();
+        thaw_and_end(s);
         return fall_back_or_fail(s, errp);
     }
     if (job_is_cancelled(job)) {
-        thaw(s);
-        checkpoint_agent_end();
+        thaw_and_end(s);
         error_setg(&s->err, "The checkpoint was cancelled");
-        checkpoint_main_call(failed_bh, s);
-        error_propagate(errp, s->err);
-        s->err = NULL;
-        return -ECANCELED;
+        return job_fails(s, -ECANCELED, errp);
     }
     checkpoint_main_call(switch_disks_bh, s);
-    thaw(s);
-    checkpoint_agent_end();
+    thaw_and_end(s);
     if (s->err) {
-        checkpoint_main_call(failed_bh, s);
-        error_propagate(errp, s->err);
-        s->err = NULL;
-        return -EIO;
+        return job_fails(s, -EIO, errp);
     }
     job_progress_update(job, 1);
     return 0;
