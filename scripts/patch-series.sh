@@ -19,7 +19,12 @@ series_digest() {
         sha256sum | cut -d' ' -f1
 }
 
-# The digest of the commits pristine..HEAD of qemu/, regenerated as patches.
+# The digest of the commits pristine..HEAD of qemu/, regenerated as
+# patches: what the stamp of an older prepare recorded of qemu/ (see
+# write_series_stamp).  Not a fingerprint of the content: the "index"
+# lines abbreviate hashes to a length that grows with the number of
+# objects in qemu/.git (7 digits before git gc packs the import, 8
+# after), and git's version and settings change the text too.
 tree_series_digest() {
     local qemu=$1 tmp digest
     tmp=$(mktemp -d)
@@ -27,6 +32,52 @@ tree_series_digest() {
     digest=$(series_digest "$tmp")
     rm -rf "$tmp"
     echo "$digest"
+}
+
+# The stamp of a prepared qemu/, in its .git: the digest of the patches/
+# it was prepared from (or refreshed to), and the commit qemu/ was at.
+series_stamp() { echo "$1/.git/hyperv-checkpoints-series"; }
+
+write_series_stamp() {
+    local qemu=$1 patches=$2
+    printf '%s %s\n' "$(series_digest "$patches")" "$(git -C "$qemu" rev-parse HEAD)" \
+        > "$(series_stamp "$qemu")"
+}
+
+# Whether the commits pristine..HEAD of qemu/ are exactly the series in
+# patches/: as many commits as patches, each with the tree of pristine
+# plus the patches up to its own (applied as scripts/check-patches does)
+# and with the author and message git am takes from its patch.  Content
+# only, unlike a digest of regenerated patch files: a stamp that git
+# wrote differently, an amend or rebase that changed nothing, or
+# another git does not make qemu/ look changed.
+series_matches_patches() {
+    local qemu=$1 patches=$2 tmp p c n=0 matched=0
+    local -a files=() commits
+    for p in "$patches"/*.patch; do [ -e "$p" ] && files+=("$p"); done
+    mapfile -t commits < <(git -C "$qemu" rev-list --reverse pristine..HEAD)
+    [ "${#files[@]}" = "${#commits[@]}" ] || return 1
+    tmp=$(mktemp -d)
+    # a scratch index: neither qemu/'s index nor its work tree is touched
+    GIT_INDEX_FILE=$tmp/index git -C "$qemu" read-tree pristine || { rm -rf "$tmp"; return 1; }
+    for p in "${files[@]}"; do
+        c=${commits[n]}
+        n=$((n + 1))
+        GIT_INDEX_FILE=$tmp/index git -C "$qemu" apply --cached --whitespace=nowarn "$p" \
+            2>/dev/null || break
+        [ "$(GIT_INDEX_FILE=$tmp/index git -C "$qemu" write-tree)" = \
+          "$(git -C "$qemu" rev-parse "$c^{tree}")" ] || break
+        git -C "$qemu" mailinfo "$tmp/msg" "$tmp/diff" < "$p" > "$tmp/info" || break
+        [ "$(sed -n 's/^Author: //p' "$tmp/info") <$(sed -n 's/^Email: //p' "$tmp/info")>" = \
+          "$(git -C "$qemu" log -1 --format='%an <%ae>' "$c")" ] || break
+        { sed -n 's/^Subject: //p' "$tmp/info"; echo; cat "$tmp/msg"; } |
+            git stripspace > "$tmp/want"
+        git -C "$qemu" log -1 --format=%B "$c" | git stripspace > "$tmp/have"
+        cmp -s "$tmp/want" "$tmp/have" || break
+        matched=$n
+    done
+    rm -rf "$tmp"
+    [ "$matched" = "${#files[@]}" ]
 }
 
 qemu_git() {
