@@ -127,6 +127,9 @@ static bool record_children(CheckpointManifestEntry *e, GPtrArray *disks,
 
 static bool apply_allowed(CheckpointManifestEntry *e, Error **errp)
 {
+    if (!checkpoint_online_or_error("apply a checkpoint", errp)) {
+        return false;
+    }
     if (e->state != CHECKPOINT_STATE_READY) {
         error_setg(errp, "Checkpoint '%s' is still being created; it can be"
                    " applied once it is ready", e->name);

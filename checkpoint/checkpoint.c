@@ -56,6 +56,10 @@ QemuOptsList qemu_checkpoints_opts = {
             .name = "auto",
             .type = QEMU_OPT_BOOL,
             .help = "take an automatic checkpoint when the VM starts",
+        }, {
+            .name = "offline",
+            .type = QEMU_OPT_BOOL,
+            .help = "manage a stopped VM's store (no guest: -M none)",
         },
         { /* end of list */ }
     },
@@ -68,6 +72,7 @@ static struct {
     CheckpointDefaultType type;
     int64_t freeze_timeout;     /* seconds */
     bool auto_checkpoint;
+    bool offline;
 } ckpt = {
     .type = CHECKPOINT_DEFAULT_TYPE_PRODUCTION,
     .freeze_timeout = 10,
@@ -122,6 +127,58 @@ const char *checkpoint_image_filename(BlockDriverState *bs)
         bdrv_refresh_filename(file);
     }
     return file->filename;
+}
+
+/*
+ * Record that @bs is built on the file its header names, when its
+ * backing node is that file: what an implicit open of the backing file
+ * records
+ */
+static void GRAPH_RDLOCK note_implicit_backing(BlockDriverState *bs)
+{
+    BlockDriverState *backing = bs->backing ? bs->backing->bs : NULL;
+    g_autofree char *named = NULL;
+
+    if (!backing || !bs->backing_file[0]) {
+        return;
+    }
+    named = bdrv_get_full_backing_filename(bs, NULL);
+    if (named && !strstart(backing->filename, "json:", NULL) &&
+        checkpoint_same_file(named, backing->filename)) {
+        pstrcpy(bs->auto_backing_file, sizeof(bs->auto_backing_file),
+                backing->filename);
+    }
+}
+
+/*
+ * A node whose backing was attached at run time (blockdev-snapshot, an
+ * apply's child on an open chain, a merge's pivot) keeps its header's
+ * backing name, which the block layer compares with the backing node's
+ * file name; they differ (relative and absolute), and the node reports
+ * a "json:{...}" pseudo-filename to query-block, which management tools
+ * parse.  Bottom-up, so that each node sees its backing's plain name.
+ */
+void checkpoint_plain_names(void)
+{
+    BlockBackend *blk;
+
+    GLOBAL_STATE_CODE();
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    for (blk = checkpoint_next_disk(NULL); blk;
+         blk = checkpoint_next_disk(blk)) {
+        g_autoptr(GPtrArray) chain = g_ptr_array_new();
+        BlockDriverState *bs;
+        int i;
+
+        for (bs = blk_bs(blk); bs; bs = bdrv_filter_or_cow_bs(bs)) {
+            g_ptr_array_add(chain, bs);
+        }
+        for (i = chain->len - 1; i >= 0; i--) {
+            bs = g_ptr_array_index(chain, i);
+            note_implicit_backing(bs);
+            bdrv_refresh_filename(bs);
+        }
+    }
 }
 
 BlockBackend *checkpoint_next_disk(BlockBackend *blk)
@@ -241,6 +298,12 @@ bool checkpoint_init_from_cmdline(Error **errp)
         return false;
     }
     ckpt.auto_checkpoint = qemu_opt_get_bool(opts, "auto", false);
+    ckpt.offline = qemu_opt_get_bool(opts, "offline", false);
+    if (ckpt.offline && ckpt.auto_checkpoint) {
+        error_setg(errp, "-checkpoints: auto=on needs the VM, not"
+                   " offline=on");
+        return false;
+    }
     agent = qemu_opt_get(opts, "agent");
     if (agent && !checkpoint_agent_channel_use_chardev(agent, errp)) {
         return false;
@@ -282,6 +345,21 @@ void qmp_checkpoint_set_parameters(const char *dir, bool has_type,
             checkpoint_auto_at_start(errp);
         }
     }
+}
+
+bool checkpoint_offline(void)
+{
+    return ckpt.offline;
+}
+
+bool checkpoint_online_or_error(const char *what, Error **errp)
+{
+    if (ckpt.offline) {
+        error_setg(errp, "Cannot %s: the store is open offline (a stopped"
+                   " VM's store, no guest); start the VM for that", what);
+        return false;
+    }
+    return true;
 }
 
 CheckpointParameters *qmp_query_checkpoint_parameters(Error **errp)
@@ -500,7 +578,7 @@ char *checkpoint_plan_child_name(GHashTable *taken, const char *parent,
 
 BlockDriverState *checkpoint_make_child(const char *child,
                                         const char *parent, const char *fmt,
-                                        int64_t size, const char *node_name,
+                                        int64_t size,
                                         BlockDriverState *backing,
                                         BlockDriverState *like, bool *made,
                                         Error **errp)
@@ -523,7 +601,6 @@ BlockDriverState *checkpoint_make_child(const char *child,
                                  BDRV_O_NO_BACKING | BDRV_O_PROTOCOL);
     opts = qdict_new();
     qdict_put_str(opts, "driver", fmt);
-    qdict_put_str(opts, "node-name", node_name);
     if (backing) {
         qdict_put_str(opts, "backing", bdrv_get_node_name(backing));
     } else {

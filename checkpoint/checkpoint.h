@@ -58,6 +58,12 @@ const char *checkpoint_image_filename(BlockDriverState *bs);
 BlockBackend *checkpoint_next_disk(BlockBackend *blk);
 
 /*
+ * Let the nodes of the VM's disk chains report plain file and backing
+ * file names (never "json:{...}"), after their chains changed
+ */
+void checkpoint_plain_names(void);
+
+/*
  * Is the VM free of what a create or an apply must not run beside (a
  * migration, a memory snapshot)?  @errp says "Cannot @what while ...".
  * A merge of the VM's chain is stopped first, and merges wait until
@@ -316,14 +322,15 @@ char *checkpoint_plan_child_name(GHashTable *taken, const char *parent,
 /*
  * Create the differencing image @child of file @parent (format @fmt,
  * virtual size @size; *@made is set once the file exists) and open it
- * read-write as node @node_name, on top of node @backing, or with no
- * backing yet when @backing is NULL, with the cache and AIO options of
+ * read-write (QEMU names the node, as for an image a user did not
+ * name), on top of node @backing, or with no backing yet when @backing
+ * is NULL, with the cache and AIO options of
  * node @like.  The file and its folder are synced before it returns.
  * Returns a new reference.
  */
 BlockDriverState *checkpoint_make_child(const char *child,
                                         const char *parent, const char *fmt,
-                                        int64_t size, const char *node_name,
+                                        int64_t size,
                                         BlockDriverState *backing,
                                         BlockDriverState *like, bool *made,
                                         Error **errp);
@@ -447,7 +454,6 @@ typedef struct CheckpointDisk {
     char *format;               /* vhdx or qcow2 */
     char *parent;               /* the image its child is made on */
     char *child;                /* the new image's file */
-    char *child_node;           /* and its node name */
     int64_t size;
     BlockDriverState *bs;       /* create: the disk's node, not referenced */
     BlockDriverState *child_bs; /* referenced from open on */
@@ -599,6 +605,9 @@ GHashTable *checkpoint_merge_busy(void);
  */
 void checkpoint_merge_interrupt(void);
 
+/* Is a merge copying or relinking images now? */
+bool checkpoint_merge_running(void);
+
 /* The create or apply has ended: merges may run again */
 void checkpoint_merge_release(void);
 
@@ -658,6 +667,45 @@ bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
  * the manifest names it
  */
 bool checkpoint_sync_new_file(const char *path, Error **errp);
+
+/*
+ * Replace the file @path by @len bytes of @text atomically and
+ * durably (write "@path.tmp", fsync, rename, fsync the folder)
+ */
+bool checkpoint_replace_file(const char *path, const char *text, size_t len,
+                             Error **errp);
+
+/* config.c: the VM's configuration in the store (CheckpointConfig) */
+
+#define CHECKPOINT_CONFIG_NAME "config.json"
+
+/* Called by qemu_init() with QEMU's command line, which the store keeps */
+void checkpoint_config_set_command_line(int argc, char **argv);
+
+bool checkpoint_config_save(const char *path, CheckpointConfig *c,
+                            Error **errp);
+CheckpointConfig *checkpoint_config_load(const char *path, Error **errp);
+
+/* Write @dir/config.json: the running VM's command line and disks */
+bool checkpoint_config_write_store(const char *dir, Error **errp);
+
+/* Copy @dir/config.json to @path (a checkpoint's copy) */
+bool checkpoint_config_copy_store(const char *dir, const char *path,
+                                  Error **errp);
+
+/*
+ * Is the store open for management only (-checkpoints offline=on): no
+ * guest, disks not checked against devices, no create or apply?
+ */
+bool checkpoint_offline(void);
+
+/* Refuse @what with a clear error when the store is opened offline */
+bool checkpoint_online_or_error(const char *what, Error **errp);
+
+/* export.c */
+
+/* Is an export running?  Merges wait and deletes are refused meanwhile */
+bool checkpoint_exporting(void);
 
 /* Check the rules of FORMAT.md; @errp names what is wrong */
 bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp);

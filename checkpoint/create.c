@@ -100,12 +100,15 @@ static const JobDriver checkpoint_create_job_driver = {
 static void remove_state_dir(const char *dir)
 {
     g_autofree char *state = NULL;
+    g_autofree char *config = NULL;
 
     if (!dir) {
         return;     /* disks only */
     }
     state = g_build_filename(dir, "state", NULL);
+    config = g_build_filename(dir, CHECKPOINT_CONFIG_NAME, NULL);
     unlink(state);
+    unlink(config);
     rmdir(dir);
 }
 
@@ -224,6 +227,9 @@ static char *default_name(void)
 
 bool checkpoint_create_allowed(Error **errp)
 {
+    if (!checkpoint_online_or_error("take a checkpoint", errp)) {
+        return false;
+    }
     if (!checkpoint_store_dir()) {
         error_setg(errp, "No checkpoint store is set (-checkpoints dir=DIR"
                    " or checkpoint-set-parameters)");
@@ -260,6 +266,8 @@ static CheckpointManifestEntry *new_entry(CheckpointCreate *c,
     e->created = time(NULL);
     if (c->state_dir) {
         e->state_file = g_build_filename(c->id, "state", NULL);
+        e->config_file = g_build_filename(c->id, CHECKPOINT_CONFIG_NAME,
+                                          NULL);
     }
     e->disks = checkpoint_disks_images(disks, false);
     return e;
@@ -273,9 +281,12 @@ static strList *creation_files(GPtrArray *disks, const char *state_dir)
 {
     strList *files = checkpoint_disks_children(disks);
 
-    /* The state file before its folder: recovery removes in order */
+    /* The files before their folder: recovery removes in order */
     if (state_dir) {
         QAPI_LIST_PREPEND(files, g_strdup(state_dir));
+        QAPI_LIST_PREPEND(files, g_build_filename(state_dir,
+                                                  CHECKPOINT_CONFIG_NAME,
+                                                  NULL));
         QAPI_LIST_PREPEND(files, g_build_filename(state_dir, "state", NULL));
     }
     return files;
@@ -381,6 +392,20 @@ static CheckpointCreate *checkpoint_create_new(const char *id,
     return c;
 }
 
+/* The folder of a standard checkpoint, with its configuration copy */
+static bool make_state_dir(const char *dir, Error **errp)
+{
+    g_autofree char *config = g_build_filename(dir, CHECKPOINT_CONFIG_NAME,
+                                               NULL);
+
+    if (g_mkdir_with_parents(dir, 0700) < 0) {
+        error_setg_errno(errp, errno, "Cannot create '%s'", dir);
+        return false;
+    }
+    return checkpoint_config_copy_store(checkpoint_store_dir(), config,
+                                        errp);
+}
+
 /*
  * Everything that grows with disks or RAM happens here, while the VM
  * runs: the files are listed in the manifest, then made; the memory
@@ -395,8 +420,7 @@ static bool prepare(CheckpointCreate *c, const char *name, GPtrArray *disks,
         qapi_free_CheckpointManifestDiskList(old_active);
         return false;
     }
-    if (c->state_dir && g_mkdir_with_parents(c->state_dir, 0700) < 0) {
-        error_setg_errno(errp, errno, "Cannot create '%s'", c->state_dir);
+    if (c->state_dir && !make_state_dir(c->state_dir, errp)) {
         goto fail_begun;
     }
     if (!checkpoint_disks_make_children(disks, false, errp)) {

@@ -234,6 +234,12 @@ CheckpointDeletePlan *qmp_checkpoint_delete(const char *checkpoint,
     if (!plan || (has_dry_run && dry_run)) {
         return plan;
     }
+    if (checkpoint_exporting()) {
+        error_setg(errp, "Cannot delete checkpoints while a checkpoint is"
+                   " being exported");
+        qapi_free_CheckpointDeletePlan(plan);
+        return NULL;
+    }
     if (!do_delete(ids, plan, errp)) {
         qapi_free_CheckpointDeletePlan(plan);
         return NULL;

@@ -39,7 +39,6 @@ static void checkpoint_disk_free(gpointer p)
     g_free(d->format);
     g_free(d->parent);
     g_free(d->child);
-    g_free(d->child_node);
     g_free(d->old_filename);
     g_free(d->old_node);
     g_free(d->old_file_node);
@@ -73,8 +72,6 @@ static CheckpointDisk *add_disk(GPtrArray *disks, GHashTable *taken,
     d->parent = g_strdup(parent);
     d->child = checkpoint_plan_child_name(taken, parent, id,
                                           child_ext(format));
-    /* Named after the operation: "ckpt-<8 hex digits of id>-<n>" */
-    d->child_node = g_strdup_printf("ckpt-%.8s-%d", id, disks->len - 1);
     if (access(d->child, F_OK) == 0) {
         error_setg(errp, "Cannot create '%s' for disk '%s': the file"
                    " exists", d->child, d->device);
@@ -350,7 +347,7 @@ static bool make_snapshot_child(CheckpointDisk *d, Error **errp)
         return false;
     }
     d->child_bs = checkpoint_make_child(d->child, d->parent, d->format,
-                                        d->size, d->child_node, NULL,
+                                        d->size, NULL,
                                         d->bs, &d->made, errp);
     return d->child_bs != NULL;
 }
@@ -376,7 +373,7 @@ static bool make_child_on_parent(CheckpointDisk *d, Error **errp)
     }
     d->size = size;
     d->child_bs = checkpoint_make_child(d->child, d->parent, d->format,
-                                        size, d->child_node, frozen,
+                                        size, frozen,
                                         blk_bs(d->blk), &d->made, errp);
     bdrv_unref(frozen);
     return d->child_bs != NULL;
@@ -439,7 +436,7 @@ bool checkpoint_disks_snapshot(GPtrArray *disks, Error **errp)
         BlockdevSnapshot *s = g_new0(BlockdevSnapshot, 1);
 
         s->node = g_strdup(bdrv_get_node_name(d->bs));
-        s->overlay = g_strdup(d->child_node);
+        s->overlay = g_strdup(bdrv_get_node_name(d->child_bs));
         act->type = TRANSACTION_ACTION_KIND_BLOCKDEV_SNAPSHOT;
         act->u.blockdev_snapshot.data = s;
         QAPI_LIST_APPEND(tail, act);

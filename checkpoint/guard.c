@@ -69,4 +69,6 @@ void checkpoint_guard_frozen_images(void)
             }
         }
     }
+    /* Every change of the VM's chains ends here: name their nodes too */
+    checkpoint_plain_names();
 }

@@ -303,3 +303,18 @@ void hmp_checkpoint_delete(Monitor *mon, const QDict *qdict)
     }
     print_plan(mon, plan, dry);
 }
+
+void hmp_checkpoint_export(Monitor *mon, const QDict *qdict)
+{
+    g_autoptr(CheckpointExportResult) r = NULL;
+    Error *err = NULL;
+
+    r = qmp_checkpoint_export(qdict_get_str(qdict, "checkpoint"),
+                              qdict_get_str(qdict, "dir"), false, 0, NULL,
+                              &err);
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    monitor_printf(mon, "Exporting in job %s ('info jobs' shows its"
+                   " progress)\n", r->job_id);
+}

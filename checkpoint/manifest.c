@@ -130,8 +130,9 @@ bool checkpoint_leftover_name_valid(const char *path)
             return false;
         }
     }
-    /* A state file, or the folder of a checkpoint */
-    if (!strcmp(base, "state") || qemu_uuid_parse(base, &uuid) == 0) {
+    /* A state file or configuration copy, or the folder of a checkpoint */
+    if (!strcmp(base, "state") || !strcmp(base, CHECKPOINT_CONFIG_NAME) ||
+        qemu_uuid_parse(base, &uuid) == 0) {
         return true;
     }
     /* A differencing image "<disk>_<uuid>.<ext>" */
@@ -304,6 +305,33 @@ bool checkpoint_manifest_validate(CheckpointManifest *m, Error **errp)
     return true;
 }
 
+static void resolve_relative(const char *dir, CheckpointManifestDiskList *l)
+{
+    for (; l; l = l->next) {
+        if (!g_path_is_absolute(l->value->filename)) {
+            g_autofree char *path = g_build_filename(dir, l->value->filename,
+                                                     NULL);
+
+            g_free(l->value->filename);
+            l->value->filename = checkpoint_canonical_path(path);
+        }
+    }
+}
+
+/*
+ * An export names its images relative to its folder, so that it can be
+ * moved: they are made absolute here, and written back so
+ */
+static void resolve_relative_images(const char *dir, CheckpointManifest *m)
+{
+    CheckpointManifestEntryList *l;
+
+    for (l = m->checkpoints; l; l = l->next) {
+        resolve_relative(dir, l->value->disks);
+    }
+    resolve_relative(dir, m->active);
+}
+
 CheckpointManifest *checkpoint_manifest_load(const char *dir, Error **errp)
 {
     g_autofree char *path = g_build_filename(dir, CHECKPOINT_MANIFEST_NAME,
@@ -341,6 +369,7 @@ CheckpointManifest *checkpoint_manifest_load(const char *dir, Error **errp)
         qapi_free_CheckpointManifest(m);
         goto fail;
     }
+    resolve_relative_images(dir, m);
     return m;
 
 fail:
@@ -414,12 +443,30 @@ static bool write_durably(const char *path, const char *buf, size_t len,
     return true;
 }
 
+bool checkpoint_replace_file(const char *path, const char *text, size_t len,
+                             Error **errp)
+{
+    g_autofree char *tmp = g_strconcat(path, ".tmp", NULL);
+    g_autofree char *dir = g_path_get_dirname(path);
+
+    /* Write a new file, make it durable, then rename it over the old */
+    if (!write_durably(tmp, text, len, errp)) {
+        unlink(tmp);
+        return false;
+    }
+    if (rename(tmp, path) < 0) {
+        error_setg_errno(errp, errno, "Cannot replace '%s'", path);
+        unlink(tmp);
+        return false;
+    }
+    return fsync_path(dir, O_RDONLY | O_DIRECTORY, errp);
+}
+
 bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
                               Error **errp)
 {
     g_autofree char *path = g_build_filename(dir, CHECKPOINT_MANIFEST_NAME,
                                              NULL);
-    g_autofree char *tmp = g_strconcat(path, ".tmp", NULL);
     QObject *obj = NULL;
     GString *json;
     Visitor *v;
@@ -433,18 +480,10 @@ bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
     qobject_unref(obj);
     g_string_append_c(json, '\n');
 
-    /* Write a new file, make it durable, then rename it over the old */
-    ok = write_durably(tmp, json->str, json->len, errp);
+    ok = checkpoint_replace_file(path, json->str, json->len, errp);
     g_string_free(json, true);
     if (!ok) {
         error_prepend(errp, "Cannot write the checkpoint manifest: ");
-        unlink(tmp);
-        return false;
     }
-    if (rename(tmp, path) < 0) {
-        error_setg_errno(errp, errno, "Cannot replace '%s'", path);
-        unlink(tmp);
-        return false;
-    }
-    return fsync_path(dir, O_RDONLY | O_DIRECTORY, errp);
+    return ok;
 }

@@ -114,6 +114,11 @@ bool checkpoint_merge_uses(const char *filename)
     return merges.busy && g_hash_table_contains(merges.busy, key);
 }
 
+bool checkpoint_merge_running(void)
+{
+    return merges.cur != NULL;
+}
+
 GHashTable *checkpoint_merge_busy(void)
 {
     return merges.busy;
@@ -473,10 +478,11 @@ static int coroutine_fn merge_job_run(Job *job, Error **errp)
     while (!job_is_cancelled(job)) {
         /*
          * Not while a create saves memory or freezes the guest: its
-         * "creating" checkpoint's images must stay where they are
+         * "creating" checkpoint's images must stay where they are; nor
+         * while an export reads frozen images
          */
         if (merges.hold || checkpoint_op_applying() ||
-            checkpoint_op_saving()) {
+            checkpoint_op_saving() || checkpoint_exporting()) {
             job_sleep_ns(job, POLL_NS);
             continue;
         }

@@ -225,7 +225,8 @@ static bool deleted_leftover(const char *dir, CheckpointManifest *m,
     Error *local_err = NULL;
 
     if (folder_of_deleted(dir, m, path) ||
-        (!strcmp(base, "state") && folder_of_deleted(dir, m, folder))) {
+        ((!strcmp(base, "state") || !strcmp(base, CHECKPOINT_CONFIG_NAME)) &&
+         folder_of_deleted(dir, m, folder))) {
         return true;
     }
     if (!checkpoint_leftover_name_valid(path) || image_referenced(m, path)) {
@@ -252,11 +253,14 @@ static bool leftover_is_own(const char *dir, CheckpointManifest *m,
 {
     g_autofree char *folder = g_build_filename(dir, op->checkpoint, NULL);
     g_autofree char *state = g_build_filename(folder, "state", NULL);
+    g_autofree char *config = g_build_filename(folder, CHECKPOINT_CONFIG_NAME,
+                                               NULL);
 
     if (!path_has_no_link(path)) {
         return false;
     }
-    if (!strcmp(path, folder) || !strcmp(path, state)) {
+    if (!strcmp(path, folder) || !strcmp(path, state) ||
+        !strcmp(path, config)) {
         return true;
     }
     if (op->op == CHECKPOINT_OPERATION_DELETE) {
@@ -329,6 +333,29 @@ static void manifest_drop(CheckpointManifest *m, CheckpointManifestEntry *e)
     checkpoint_manifest_drop(m, e->id);
 }
 
+/* The state file and configuration copy of @e, then their folder */
+static void remove_files_of(const char *dir, CheckpointManifestEntry *e)
+{
+    const char *own[] = { e->state_file, e->config_file };
+    g_autofree char *folder = NULL;
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(own); i++) {
+        g_autofree char *path = own[i] ? g_build_filename(dir, own[i], NULL)
+                                       : NULL;
+
+        if (path && path_has_no_link(path)) {
+            remove_leftover(path);
+        }
+        if (path && !folder) {
+            folder = g_path_get_dirname(path);
+        }
+    }
+    if (folder && strcmp(folder, dir) && path_has_no_link(folder)) {
+        remove_leftover(folder);
+    }
+}
+
 /*
  * Finish what a QEMU that died left in @m (FORMAT.md, "Recovery"): the
  * files of an unfinished operation are removed (the new ones of an
@@ -369,18 +396,7 @@ static void recover(const char *dir, CheckpointManifest *m)
         warn_report("Checkpoint store '%s': dropping checkpoint '%s' (%s):"
                     " QEMU stopped before its memory was saved", dir,
                     e->name, e->id);
-        if (e->state_file) {
-            g_autofree char *state = g_build_filename(dir, e->state_file,
-                                                      NULL);
-            g_autofree char *folder = g_path_get_dirname(state);
-
-            if (path_has_no_link(state)) {
-                remove_leftover(state);
-            }
-            if (strcmp(folder, dir) && path_has_no_link(folder)) {
-                remove_leftover(folder);
-            }
-        }
+        remove_files_of(dir, e);
         manifest_drop(m, e);
     }
 }
@@ -388,6 +404,19 @@ static void recover(const char *dir, CheckpointManifest *m)
 static void schedule_merges_bh(void *opaque)
 {
     checkpoint_merge_schedule(NULL, NULL);
+}
+
+/*
+ * The configuration the VM runs with, once its devices exist; not from
+ * a QEMU that manages a stopped VM's store, whose command line is not
+ * the VM's
+ */
+static bool write_config(const char *dir, Error **errp)
+{
+    if (!phase_check(PHASE_MACHINE_READY) || checkpoint_offline()) {
+        return true;
+    }
+    return checkpoint_config_write_store(dir, errp);
 }
 
 /* Open (or create) the store in @dir; replaces the current one */
@@ -425,7 +454,7 @@ bool checkpoint_store_open(const char *dir, Error **errp)
     if (!m) {
         return false;
     }
-    if (phase_check(PHASE_MACHINE_READY) &&
+    if (phase_check(PHASE_MACHINE_READY) && !checkpoint_offline() &&
         !check_disks(abs, m, &local_err)) {
         error_propagate(errp, local_err);
         qapi_free_CheckpointManifest(m);
@@ -433,7 +462,8 @@ bool checkpoint_store_open(const char *dir, Error **errp)
     }
     recover(abs, m);
     /* Mark the folder as a store, and check that it is writable */
-    if (!checkpoint_manifest_save(abs, m, errp)) {
+    if (!checkpoint_manifest_save(abs, m, errp) ||
+        !write_config(abs, errp)) {
         qapi_free_CheckpointManifest(m);
         return false;
     }

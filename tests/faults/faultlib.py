@@ -305,7 +305,7 @@ def check_store(store, image_dirs, allow_operation=False):
             refs |= set(backing_chain(f))
     ids = {c['id'] for c in m.get('checkpoints', [])}
     for n in sorted(os.listdir(store)):
-        if n == 'manifest.json':
+        if n in ('manifest.json', 'config.json'):
             continue
         if n not in ids:
             problems.append(f'{n} in the store belongs to no checkpoint')

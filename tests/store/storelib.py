@@ -170,11 +170,15 @@ def backing_chain(path):
 
 
 def referenced_files(store):
-    """Every file the store needs: the images the manifest names and
-    their backing chains, state and configuration files and folders."""
+    """Every file the store needs: the manifest, the VM's configuration,
+    the images the manifest names and their backing chains, state and
+    configuration files and folders."""
     m = manifest(store)
     images = [d['filename'] for d in m.get('active', [])]
     files = {os.path.realpath(os.path.join(store, 'manifest.json'))}
+    config = os.path.join(store, 'config.json')
+    if os.path.exists(config):
+        files.add(os.path.realpath(config))
     for c in m.get('checkpoints', []):
         images += [d['filename'] for d in c['disks']]
         for key in ('state-file', 'config-file'):
