@@ -35,8 +35,11 @@ deps:
 prepare: deps
 	@scripts/prepare
 
+# build/qemu-checkpoint: the checkpoint management CLI (a link to
+# scripts/qemu-checkpoint, which runs from the source tree)
 qemu: prepare
 	@scripts/build-qemu
+	@ln -sfn ../scripts/qemu-checkpoint build/qemu-checkpoint
 
 guest: qemu
 	@scripts/build-guest
