@@ -312,7 +312,11 @@ static int coroutine_fn copy_disk(ExportJob *s, ExportDisk *d)
         }
         if ((ret & BDRV_BLOCK_ALLOCATED) && !(ret & BDRV_BLOCK_ZERO)) {
             ret = blk_co_pread(d->from, off, pnum, buf, 0);
-            if (ret >= 0) {
+            /*
+             * A vhdx block is allocated whole (32 MiB by default) and
+             * reads zeros where it was never written: keep them sparse
+             */
+            if (ret >= 0 && !buffer_is_zero(buf, pnum)) {
                 ret = blk_co_pwrite(d->to, off, pnum, buf, 0);
             }
             if (ret < 0) {
