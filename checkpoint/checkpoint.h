@@ -675,6 +675,13 @@ bool checkpoint_sync_new_file(const char *path, Error **errp);
 bool checkpoint_replace_file(const char *path, const char *text, size_t len,
                              Error **errp);
 
+/*
+ * Write the new file @path (an operation lists it, so that a kill
+ * leaves nothing else behind) and make it durable with its folder entry
+ */
+bool checkpoint_write_new_file(const char *path, const char *text,
+                               size_t len, Error **errp);
+
 /* config.c: the VM's configuration in the store (CheckpointConfig) */
 
 #define CHECKPOINT_CONFIG_NAME "config.json"
@@ -682,8 +689,12 @@ bool checkpoint_replace_file(const char *path, const char *text, size_t len,
 /* Called by qemu_init() with QEMU's command line, which the store keeps */
 void checkpoint_config_set_command_line(int argc, char **argv);
 
+/*
+ * Write @c to @path: replacing it atomically, or as a new file that an
+ * operation lists (no temporary file beside it) when !@replace
+ */
 bool checkpoint_config_save(const char *path, CheckpointConfig *c,
-                            Error **errp);
+                            bool replace, Error **errp);
 CheckpointConfig *checkpoint_config_load(const char *path, Error **errp);
 
 /* Write @dir/config.json: the running VM's command line and disks */

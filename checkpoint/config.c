@@ -79,7 +79,7 @@ static CheckpointConfig *config_of_vm(void)
 }
 
 bool checkpoint_config_save(const char *path, CheckpointConfig *c,
-                            Error **errp)
+                            bool replace, Error **errp)
 {
     QObject *obj = NULL;
     GString *json;
@@ -93,7 +93,8 @@ bool checkpoint_config_save(const char *path, CheckpointConfig *c,
     json = qobject_to_json_pretty(obj, true);
     qobject_unref(obj);
     g_string_append_c(json, '\n');
-    ok = checkpoint_replace_file(path, json->str, json->len, errp);
+    ok = replace ? checkpoint_replace_file(path, json->str, json->len, errp)
+                 : checkpoint_write_new_file(path, json->str, json->len, errp);
     g_string_free(json, true);
     return ok;
 }
@@ -144,7 +145,7 @@ bool checkpoint_config_write_store(const char *dir, Error **errp)
     g_autofree char *path = g_build_filename(dir, CHECKPOINT_CONFIG_NAME,
                                              NULL);
 
-    return checkpoint_config_save(path, c, errp);
+    return checkpoint_config_save(path, c, true, errp);
 }
 
 /*
@@ -164,5 +165,5 @@ bool checkpoint_config_copy_store(const char *dir, const char *path,
         return false;
     }
     c = checkpoint_config_load(src, errp);
-    return c && checkpoint_config_save(path, c, errp);
+    return c && checkpoint_config_save(path, c, false, errp);
 }

@@ -250,13 +250,14 @@ static bool open_disk(ExportJob *s, ExportDisk *d, Error **errp)
                          d->src);
         return false;
     }
+    /* Listed first: a create that fails half-way leaves a file too */
+    note_written(s, d->image);
     bdrv_img_create(d->image, d->format, NULL, NULL, NULL, d->size, 0, true,
                     &local_err);
     if (local_err) {
         error_propagate(errp, local_err);
         return false;
     }
-    note_written(s, d->image);
     opts = qdict_new();
     qdict_put_str(opts, "driver", d->format);
     d->to = blk_new_open(d->image, NULL, opts, BDRV_O_RDWR, errp);
@@ -433,13 +434,13 @@ static bool make_children(ExportJob *s, Error **errp)
         ExportDisk *d = g_ptr_array_index(s->disks, i);
         g_autofree char *parent = g_path_get_basename(d->image);
 
+        note_written(s, d->child);
         bdrv_img_create(d->child, d->format, parent, d->format, NULL,
                         d->size, BDRV_O_NO_BACKING, true, &local_err);
         if (local_err) {
             error_propagate(errp, local_err);
             return false;
         }
-        note_written(s, d->child);
     }
     return true;
 }
@@ -466,11 +467,11 @@ static bool write_config(ExportJob *s, Error **errp)
     g_free(c->resume_checkpoint);
     c->resume_checkpoint = g_strdup(s->entry->id);
     note_written(s, own);
-    if (!checkpoint_config_save(own, c, errp)) {
+    if (!checkpoint_config_save(own, c, false, errp)) {
         return false;
     }
     note_written(s, top);
-    return checkpoint_config_save(top, c, errp);
+    return checkpoint_config_save(top, c, false, errp);
 }
 
 /* A disk record of the export: its file named relative to the folder */

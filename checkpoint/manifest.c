@@ -443,6 +443,15 @@ static bool write_durably(const char *path, const char *buf, size_t len,
     return true;
 }
 
+bool checkpoint_write_new_file(const char *path, const char *text,
+                               size_t len, Error **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+
+    return write_durably(path, text, len, errp) &&
+           fsync_path(dir, O_RDONLY | O_DIRECTORY, errp);
+}
+
 bool checkpoint_replace_file(const char *path, const char *text, size_t len,
                              Error **errp)
 {

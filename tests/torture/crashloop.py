@@ -25,8 +25,9 @@ QEMU is started on the store with the images manifest.json lists in
     operation (a write killed midway: each of its sectors old or new;
     an apply: all disks before, or all disks the checkpoint's);
   - no file is left in the image folder or the store folder that the
-    manifest does not reference: manifest.json, active images, the
-    checkpoints' images, state and config files and folders, and every
+    manifest does not reference: manifest.json, the VM's config.json,
+    active images, the checkpoints' images, state and config files and
+    folders, and every
     image on the backing chains of those images.
 
 The disks are small (8 MiB) and the oracle keeps one pattern byte per
@@ -904,7 +905,8 @@ class Round:
     def check_files(self, m):
         """Nothing in the image and store folders that the manifest does
         not reference (with the images' backing chains)."""
-        refs = {os.path.realpath(os.path.join(self.store, 'manifest.json'))}
+        refs = {os.path.realpath(os.path.join(self.store, name))
+                for name in ('manifest.json', 'config.json')}
         named = []
         for c in m.get('checkpoints', []):
             refs.add(os.path.realpath(os.path.join(self.store, c['id'])))
