@@ -675,6 +675,9 @@ bool checkpoint_sync_new_file(const char *path, Error **errp);
 bool checkpoint_replace_file(const char *path, const char *text, size_t len,
                              Error **errp);
 
+/* @obj (taken over) as pretty JSON text with a final newline */
+GString *checkpoint_json_text(QObject *obj);
+
 /*
  * Write the new file @path (an operation lists it, so that a kill
  * leaves nothing else behind) and make it durable with its folder entry

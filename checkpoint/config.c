@@ -90,9 +90,7 @@ bool checkpoint_config_save(const char *path, CheckpointConfig *c,
     visit_type_CheckpointConfig(v, NULL, &c, &error_abort);
     visit_complete(v, &obj);
     visit_free(v);
-    json = qobject_to_json_pretty(obj, true);
-    qobject_unref(obj);
-    g_string_append_c(json, '\n');
+    json = checkpoint_json_text(obj);
     ok = replace ? checkpoint_replace_file(path, json->str, json->len, errp)
                  : checkpoint_write_new_file(path, json->str, json->len, errp);
     g_string_free(json, true);

@@ -471,6 +471,15 @@ bool checkpoint_replace_file(const char *path, const char *text, size_t len,
     return fsync_path(dir, O_RDONLY | O_DIRECTORY, errp);
 }
 
+GString *checkpoint_json_text(QObject *obj)
+{
+    GString *json = qobject_to_json_pretty(obj, true);
+
+    qobject_unref(obj);
+    g_string_append_c(json, '\n');
+    return json;
+}
+
 bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
                               Error **errp)
 {
@@ -485,9 +494,7 @@ bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
     visit_type_CheckpointManifest(v, NULL, &m, &error_abort);
     visit_complete(v, &obj);
     visit_free(v);
-    json = qobject_to_json_pretty(obj, true);
-    qobject_unref(obj);
-    g_string_append_c(json, '\n');
+    json = checkpoint_json_text(obj);
 
     ok = checkpoint_replace_file(path, json->str, json->len, errp);
     g_string_free(json, true);

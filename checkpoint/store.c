@@ -101,6 +101,11 @@ static bool check_disks(const char *dir, CheckpointManifest *m,
             error_setg(errp, "Checkpoint store '%s' expects disk '%s' to"
                        " use '%s', but it uses '%s'", dir, dev,
                        d->filename, checkpoint_image_filename(bs));
+            error_append_hint(errp, "The disk moved to a differencing image"
+                              " when a checkpoint was taken or applied;"
+                              " 'qemu-checkpoint start --store %s' starts"
+                              " the VM on the images the store lists.\n",
+                              dir);
             return false;
         }
         g_hash_table_remove(active, dev);
