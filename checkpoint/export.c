@@ -39,6 +39,7 @@
 #include "checkpoint.h"
 
 #define EXPORT_CHUNK (1 * MiB)
+#define ZERO_GRAIN (64 * KiB)
 #define MERGE_POLL_NS (100 * SCALE_MS)
 
 typedef struct ExportDisk {
@@ -292,12 +293,44 @@ static void close_bh(void *opaque)
 }
 
 /*
+ * Write the parts of @buf ([@off, @off + @bytes) of the disk) that are
+ * not zeros: a vhdx block is allocated whole (32 MiB by default) and
+ * reads zeros where it was never written, which the copy keeps sparse
+ */
+static int coroutine_fn write_nonzero(ExportDisk *d, int64_t off,
+                                      int64_t bytes, uint8_t *buf)
+{
+    int64_t start = -1, pos, len;
+
+    /* One more round at @bytes (len 0) writes the last run */
+    for (pos = 0; pos <= bytes; pos += MAX(len, 1)) {
+        bool data;
+
+        len = MIN(ZERO_GRAIN, bytes - pos);
+        data = len > 0 && !buffer_is_zero(buf + pos, len);
+
+        if (data && start < 0) {
+            start = pos;
+        } else if (!data && start >= 0) {
+            int ret = blk_co_pwrite(d->to, off + start, pos - start,
+                                    buf + start, 0);
+
+            if (ret < 0) {
+                return ret;
+            }
+            start = -1;
+        }
+    }
+    return 0;
+}
+
+/*
  * Copy what the chain of @d holds into its standalone image: ranges
  * that read as zeros are left out (a new image reads zeros there)
  */
 static int coroutine_fn copy_disk(ExportJob *s, ExportDisk *d)
 {
-    g_autofree void *buf = blk_blockalign(d->from, EXPORT_CHUNK);
+    g_autofree uint8_t *buf = blk_blockalign(d->from, EXPORT_CHUNK);
     int64_t off, pnum;
     int ret = 0;
 
@@ -313,12 +346,8 @@ static int coroutine_fn copy_disk(ExportJob *s, ExportDisk *d)
         }
         if ((ret & BDRV_BLOCK_ALLOCATED) && !(ret & BDRV_BLOCK_ZERO)) {
             ret = blk_co_pread(d->from, off, pnum, buf, 0);
-            /*
-             * A vhdx block is allocated whole (32 MiB by default) and
-             * reads zeros where it was never written: keep them sparse
-             */
-            if (ret >= 0 && !buffer_is_zero(buf, pnum)) {
-                ret = blk_co_pwrite(d->to, off, pnum, buf, 0);
+            if (ret >= 0) {
+                ret = write_nonzero(d, off, pnum, buf);
             }
             if (ret < 0) {
                 return ret;
