@@ -57,7 +57,9 @@ typedef struct ExportDisk {
 typedef struct ExportJob {
     Job common;
     char *dir;
-    bool made_dir;
+    /* The folders the export created: @made_dir up to @made_top */
+    char *made_dir;
+    char *made_top;
     CheckpointManifestEntry *entry;     /* a copy of the checkpoint's */
     char *state_src;                    /* NULL: production */
     char *config_src;
@@ -95,9 +97,57 @@ static void export_disk_free(gpointer p)
 
 /* The planning, before the job starts */
 
+/* The topmost of the folders of @path that do not exist yet */
+static char *topmost_missing(const char *path)
+{
+    g_autofree char *top = NULL;
+    char *cur = g_strdup(path);
+
+    while (!g_file_test(cur, G_FILE_TEST_EXISTS)) {
+        char *up = g_path_get_dirname(cur);
+
+        g_free(top);
+        top = cur;
+        cur = up;
+    }
+    g_free(cur);
+    return g_steal_pointer(&top);
+}
+
+/* Remove the folders the export created, the deepest first */
+static void remove_made_dirs(ExportJob *s)
+{
+    g_autofree char *cur = g_strdup(s->made_dir);
+
+    while (cur && rmdir(cur) == 0 && strcmp(cur, s->made_top)) {
+        char *up = g_path_get_dirname(cur);
+
+        g_free(cur);
+        cur = up;
+    }
+}
+
+/* Create the missing folders of @abs, remembering which */
+static bool make_dirs(ExportJob *s, const char *abs, Error **errp)
+{
+    s->made_top = topmost_missing(abs);
+    if (!s->made_top) {
+        return true;
+    }
+    s->made_dir = g_strdup(abs);
+    if (g_mkdir_with_parents(abs, 0700) < 0) {
+        error_setg_errno(errp, errno, "Cannot create export folder '%s'",
+                         abs);
+        remove_made_dirs(s);
+        return false;
+    }
+    return true;
+}
+
 /* An existing folder must be empty; a missing one is created */
 static bool prepare_dir(ExportJob *s, const char *dir, Error **errp)
 {
+    g_autofree char *abs = NULL;
     g_autoptr(GError) gerr = NULL;
     GDir *d;
     bool empty;
@@ -106,13 +156,9 @@ static bool prepare_dir(ExportJob *s, const char *dir, Error **errp)
         error_setg(errp, "The export folder name is empty");
         return false;
     }
-    if (!g_file_test(dir, G_FILE_TEST_EXISTS)) {
-        if (g_mkdir_with_parents(dir, 0700) < 0) {
-            error_setg_errno(errp, errno, "Cannot create export folder '%s'",
-                             dir);
-            return false;
-        }
-        s->made_dir = true;
+    abs = g_canonicalize_filename(dir, NULL);
+    if (!make_dirs(s, abs, errp)) {
+        return false;
     }
     d = g_dir_open(dir, 0, &gerr);
     if (!d) {
@@ -583,9 +629,7 @@ static void remove_written(ExportJob *s)
             rmdir(path);
         }
     }
-    if (s->made_dir && s->dir) {
-        rmdir(s->dir);
-    }
+    remove_made_dirs(s);
 }
 
 static int coroutine_fn export_copy(ExportJob *s, Error **errp)
@@ -661,11 +705,18 @@ static void export_clean(Job *job)
     exports_running--;
 }
 
+static void free_dirs(ExportJob *s)
+{
+    g_free(s->dir);
+    g_free(s->made_dir);
+    g_free(s->made_top);
+}
+
 static void export_free(Job *job)
 {
     ExportJob *s = container_of(job, ExportJob, common);
 
-    g_free(s->dir);
+    free_dirs(s);
     qapi_free_CheckpointManifestEntry(s->entry);
     g_free(s->state_src);
     g_free(s->config_src);
@@ -715,24 +766,21 @@ CheckpointExportResult *qmp_checkpoint_export(const char *checkpoint,
     ExportJob tmp = { 0 }, *s;
 
     if (!e || !prepare_dir(&tmp, dir, errp)) {
-        if (tmp.made_dir) {
-            rmdir(dir);
-        }
-        g_free(tmp.dir);
+        remove_made_dirs(&tmp);
+        free_dirs(&tmp);
         return NULL;
     }
     default_id = g_strdup_printf("checkpoint-export-%s", e->id);
     s = job_create(job_id ?: default_id, &export_job_driver, NULL,
                    qemu_get_aio_context(), JOB_DEFAULT, NULL, NULL, errp);
     if (!s) {
-        if (tmp.made_dir) {
-            rmdir(tmp.dir);
-        }
-        g_free(tmp.dir);
+        remove_made_dirs(&tmp);
+        free_dirs(&tmp);
         return NULL;
     }
     s->dir = tmp.dir;
     s->made_dir = tmp.made_dir;
+    s->made_top = tmp.made_top;
     s->entry = QAPI_CLONE(CheckpointManifestEntry, e);
     s->state_src = e->state_file ?
         g_build_filename(checkpoint_store_dir(), e->state_file, NULL) : NULL;
