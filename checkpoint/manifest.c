@@ -309,11 +309,14 @@ static void resolve_relative(const char *dir, CheckpointManifestDiskList *l)
 {
     for (; l; l = l->next) {
         if (!g_path_is_absolute(l->value->filename)) {
-            g_autofree char *path = g_build_filename(dir, l->value->filename,
-                                                     NULL);
+            char *path = g_canonicalize_filename(l->value->filename, dir);
+            char *real = realpath(path, NULL);
 
             g_free(l->value->filename);
-            l->value->filename = checkpoint_canonical_path(path);
+            l->value->filename = real ?: path;
+            if (real) {
+                g_free(path);
+            }
         }
     }
 }
