@@ -185,7 +185,8 @@ static ApplyOutcome apply_stopped(CheckpointManifestEntry *e,
     checkpoint_guard_frozen_images();
 
     if (state) {
-        if (!cow_snapshot_load(state, errp)) {
+        if (!cow_snapshot_load_mode(state, checkpoint_apply_lazily(),
+                                    errp)) {
             error_prepend(errp, "The disks are those of checkpoint '%s', but"
                           " its memory could not be loaded (the VM stays"
                           " stopped; a reset or a new apply starts it"

@@ -57,6 +57,10 @@ QemuOptsList qemu_checkpoints_opts = {
             .type = QEMU_OPT_BOOL,
             .help = "take an automatic checkpoint when the VM starts",
         }, {
+            .name = "apply-load",
+            .type = QEMU_OPT_STRING,
+            .help = "eager (the default) or lazy (memory on demand)",
+        }, {
             .name = "offline",
             .type = QEMU_OPT_BOOL,
             .help = "manage a stopped VM's store (no guest: -M none)",
@@ -73,9 +77,12 @@ static struct {
     int64_t freeze_timeout;     /* seconds */
     bool auto_checkpoint;
     bool offline;
+    CheckpointApplyLoad apply_load;
 } ckpt = {
     .type = CHECKPOINT_DEFAULT_TYPE_PRODUCTION,
     .freeze_timeout = 10,
+    /* Lazy is new: eager stays the default until it has run widely */
+    .apply_load = CHECKPOINT_APPLY_LOAD_EAGER,
 };
 
 int64_t checkpoint_freeze_timeout_ms(void)
@@ -299,6 +306,16 @@ bool checkpoint_init_from_cmdline(Error **errp)
     }
     ckpt.auto_checkpoint = qemu_opt_get_bool(opts, "auto", false);
     ckpt.offline = qemu_opt_get_bool(opts, "offline", false);
+    if (qemu_opt_get(opts, "apply-load")) {
+        int l = qapi_enum_parse(&CheckpointApplyLoad_lookup,
+                                qemu_opt_get(opts, "apply-load"), -1, NULL);
+
+        if (l < 0) {
+            error_setg(errp, "-checkpoints apply-load: 'lazy' or 'eager'");
+            return false;
+        }
+        ckpt.apply_load = l;
+    }
     if (ckpt.offline && ckpt.auto_checkpoint) {
         error_setg(errp, "-checkpoints: auto=on needs the VM, not"
                    " offline=on");
@@ -322,6 +339,8 @@ void qmp_checkpoint_set_parameters(const char *dir, bool has_type,
                                    bool has_freeze_timeout,
                                    int64_t freeze_timeout,
                                    bool has_auto, bool auto_checkpoint,
+                                   bool has_apply_load,
+                                   CheckpointApplyLoad apply_load,
                                    Error **errp)
 {
     if (has_freeze_timeout && (freeze_timeout < 1 ||
@@ -339,12 +358,20 @@ void qmp_checkpoint_set_parameters(const char *dir, bool has_type,
     if (has_freeze_timeout) {
         ckpt.freeze_timeout = freeze_timeout;
     }
+    if (has_apply_load) {
+        ckpt.apply_load = apply_load;
+    }
     if (has_auto) {
         ckpt.auto_checkpoint = auto_checkpoint;
         if (auto_checkpoint && runstate_check(RUN_STATE_PRELAUNCH)) {
             checkpoint_auto_at_start(errp);
         }
     }
+}
+
+bool checkpoint_apply_lazily(void)
+{
+    return ckpt.apply_load == CHECKPOINT_APPLY_LOAD_LAZY;
 }
 
 bool checkpoint_offline(void)
@@ -370,6 +397,7 @@ CheckpointParameters *qmp_query_checkpoint_parameters(Error **errp)
     p->type = ckpt.type;
     p->freeze_timeout = ckpt.freeze_timeout;
     p->q_auto = ckpt.auto_checkpoint;
+    p->apply_load = ckpt.apply_load;
     return p;
 }
 

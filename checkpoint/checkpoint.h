@@ -44,6 +44,9 @@ CheckpointConsistency checkpoint_consistency(CheckpointManifestEntry *e);
 
 CheckpointDefaultType checkpoint_default_type(void);
 
+/* Does an apply load memory on demand (apply-load=lazy)? */
+bool checkpoint_apply_lazily(void);
+
 /*
  * The file name of image node @bs (its protocol child's: a format node
  * whose backing was set at run time gets a "json:" filename)

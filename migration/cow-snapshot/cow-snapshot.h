@@ -102,4 +102,27 @@ bool cow_snapshot_validate(const char *path, Error **errp);
  */
 bool cow_snapshot_load(const char *path, Error **errp);
 
+/*
+ * cow_snapshot_load(), with @lazy: the RAM is not read before the call
+ * returns.  The writable RAM blocks are emptied and registered for
+ * userfaultfd missing-page faults; a loader thread serves each fault
+ * from the file (so that vCPUs, devices, DMA and QEMU's own reads of
+ * guest memory all get the snapshot's data) and meanwhile brings in
+ * every other page in order, then lets go of RAM and file.  Where
+ * on-demand loading cannot work (no userfaultfd, huge pages), the load
+ * is eager.  The environment variable QEMU_COW_SNAPSHOT_LOAD_SPEED
+ * (bytes per second) slows the background part down, for tests.
+ */
+bool cow_snapshot_load_mode(const char *path, bool lazy, Error **errp);
+
+/* Is a lazy load still bringing pages in? */
+bool cow_snapshot_loading(void);
+
+/*
+ * Wait until a lazy load has brought every page in (main loop, BQL
+ * held; the loader needs neither): for what must not share guest RAM
+ * with it (a memory snapshot's write-protection, another load)
+ */
+void cow_snapshot_wait_loaded(void);
+
 #endif

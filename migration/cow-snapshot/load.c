@@ -25,18 +25,9 @@
 #include "system/runstate.h"
 #include "cow-snapshot.h"
 #include "internal.h"
+#include "load.h"
 
-typedef struct CowSnapFile {
-    int fd;
-    uint64_t size;
-    CowSnapFileHeader hdr;      /* as on disk (little-endian) */
-    CowSnapFileBlock *table;    /* as on disk (little-endian) */
-    uint8_t *maps;              /* as on disk (little-endian words) */
-    uint8_t *devstate;
-    GArray *vm_blocks;          /* CowSnapBlockRef, matched by index */
-} CowSnapFile;
-
-static void cowsnap_file_close(CowSnapFile *sf)
+void cowsnap_file_close(CowSnapFile *sf)
 {
     if (sf->fd >= 0) {
         close(sf->fd);
@@ -174,7 +165,7 @@ static bool cowsnap_check_layout(CowSnapFile *sf, const char *path,
     return true;
 }
 
-static bool cowsnap_open_file(CowSnapFile *sf, const char *path, Error **errp)
+bool cowsnap_open_file(CowSnapFile *sf, const char *path, Error **errp)
 {
     struct stat st;
     uint32_t crc;
@@ -236,7 +227,7 @@ bool cow_snapshot_validate(const char *path, Error **errp)
     return ok;
 }
 
-static bool cowsnap_page_present(const uint8_t *map, uint64_t page)
+bool cowsnap_page_present(const uint8_t *map, uint64_t page)
 {
     uint64_t word = ldq_le_p(map + (page / 64) * 8);
 
@@ -244,12 +235,17 @@ static bool cowsnap_page_present(const uint8_t *map, uint64_t page)
 }
 
 /* RAM of block @i: present pages from the file, the others zero */
-static int cowsnap_load_block(CowSnapFile *sf, unsigned i)
+const uint8_t *cowsnap_block_map(CowSnapFile *sf, unsigned i)
+{
+    return sf->maps + (le64_to_cpu(sf->table[i].page_map_offset) -
+                       le64_to_cpu(sf->hdr.maps_offset));
+}
+
+int cowsnap_load_block(CowSnapFile *sf, unsigned i)
 {
     CowSnapFileBlock *t = &sf->table[i];
     CowSnapBlockRef *r = &g_array_index(sf->vm_blocks, CowSnapBlockRef, i);
-    const uint8_t *map = sf->maps + (le64_to_cpu(t->page_map_offset) -
-                                     le64_to_cpu(sf->hdr.maps_offset));
+    const uint8_t *map = cowsnap_block_map(sf, i);
     uint64_t data_off = le64_to_cpu(t->data_offset);
     uint64_t pages = r->used_length / COWSNAP_PAGE_SIZE;
     uint64_t p = 0;
@@ -283,7 +279,7 @@ static int cowsnap_load_block(CowSnapFile *sf, unsigned i)
 }
 
 /* The device state: a migration stream without RAM */
-static int cowsnap_load_devstate(CowSnapFile *sf, Error **errp)
+int cowsnap_load_devstate(CowSnapFile *sf, Error **errp)
 {
     MigrationIncomingState *mis = migration_incoming_get_current();
     uint64_t size = le64_to_cpu(sf->hdr.devstate_size);
@@ -322,10 +318,12 @@ static int cowsnap_load_devstate(CowSnapFile *sf, Error **errp)
 
 bool cow_snapshot_load(const char *path, Error **errp)
 {
-    CowSnapFile sf;
-    bool ok = false;
-    int ret = 0;
+    return cow_snapshot_load_mode(path, false, errp);
+}
 
+/* What must hold before a load changes anything */
+static bool cowsnap_load_allowed(Error **errp)
+{
     assert(bql_locked());
     if (runstate_is_running()) {
         error_setg(errp, "The VM must be stopped to load a snapshot");
@@ -340,23 +338,63 @@ bool cow_snapshot_load(const char *path, Error **errp)
         error_setg(errp, "Cannot load a snapshot while a migration runs");
         return false;
     }
-    if (!cowsnap_open_file(&sf, path, errp)) {
-        cowsnap_file_close(&sf);
+    return true;
+}
+
+static int cowsnap_load_all_blocks(CowSnapFile *sf)
+{
+    int ret = 0;
+
+    for (unsigned i = 0; i < sf->vm_blocks->len && ret == 0; i++) {
+        ret = cowsnap_load_block(sf, i);
+    }
+    return ret;
+}
+
+bool cow_snapshot_load_mode(const char *path, bool lazy, Error **errp)
+{
+    g_autofree CowSnapFile *sf = g_new0(CowSnapFile, 1);
+    CowSnapFile devstate;
+    bool ok = false;
+    int ret;
+
+    /* A load that is still going on finishes first: it owns the RAM */
+    cow_snapshot_wait_loaded();
+    if (!cowsnap_load_allowed(errp)) {
         return false;
     }
+    if (!cowsnap_open_file(sf, path, errp)) {
+        cowsnap_file_close(sf);
+        return false;
+    }
+    lazy = lazy && cowsnap_lazy_possible(sf);
+
+    /*
+     * The device state stays with this function: a lazy load's thread
+     * may end, and close @sf, before it is loaded
+     */
+    devstate = *sf;
+    sf->devstate = NULL;
 
     /* From here on the VM changes */
     bdrv_drain_all_begin();
     qemu_system_reset(SHUTDOWN_CAUSE_SNAPSHOT_LOAD);
-    for (unsigned i = 0; i < sf.vm_blocks->len && ret == 0; i++) {
-        ret = cowsnap_load_block(&sf, i);
-    }
+    ret = lazy ? cowsnap_lazy_start(sf) : cowsnap_load_all_blocks(sf);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Cannot read RAM from '%s'", path);
     } else {
-        ok = cowsnap_load_devstate(&sf, errp) == 0;
+        ok = cowsnap_load_devstate(&devstate, errp) == 0;
     }
+    g_free(devstate.devstate);
     bdrv_drain_all_end();
-    cowsnap_file_close(&sf);
+    if (lazy && ret >= 0) {
+        /* The loader owns the file now; a failed device load waits */
+        if (!ok) {
+            cow_snapshot_wait_loaded();
+        }
+        g_steal_pointer(&sf);
+        return ok;
+    }
+    cowsnap_file_close(sf);
     return ok;
 }

@@ -81,9 +81,10 @@ void qmp_x_cow_snapshot_save(const char *path, bool has_paused_save,
     }
 }
 
-void qmp_x_cow_snapshot_load(const char *path, Error **errp)
+void qmp_x_cow_snapshot_load(const char *path, bool has_lazy, bool lazy,
+                             Error **errp)
 {
-    cow_snapshot_load(path, errp);
+    cow_snapshot_load_mode(path, has_lazy && lazy, errp);
 }
 
 void qmp_x_cow_snapshot_cancel(Error **errp)

@@ -123,6 +123,20 @@ static bool cowsnap_should_stop(CowSnapJob *job)
     return qatomic_read(&job->aborting) || qatomic_read(&job->cancel);
 }
 
+/*
+ * Bytes per second of the background save, 0 for full speed: the
+ * environment variable QEMU_COW_SNAPSHOT_SAVE_SPEED, for tests that need
+ * a save (a "creating" checkpoint) to last
+ */
+static uint64_t cowsnap_save_speed;
+
+static void cowsnap_throttle(uint64_t len)
+{
+    if (cowsnap_save_speed) {
+        g_usleep(len * G_USEC_PER_SEC / cowsnap_save_speed);
+    }
+}
+
 /* Save the whole block @b in chunks; false when the job must stop */
 static bool cowsnap_save_block(CowSnapJob *job, CowSnapBlock *b,
                                uint8_t *chunk_buf)
@@ -175,6 +189,7 @@ static bool cowsnap_save_block(CowSnapJob *job, CowSnapBlock *b,
             cowsnap_set_error(job, -ret, "write failed");
             return false;
         }
+        cowsnap_throttle(len);
         hp = e;
     }
     return true;
@@ -253,8 +268,10 @@ static void *cowsnap_saver_thread(void *opaque)
     CowSnapJob *job = opaque;
     g_autofree uint8_t *chunk_buf = g_malloc(MAX(COWSNAP_CHUNK,
                                                  job->slot_size));
+    const char *speed = getenv("QEMU_COW_SNAPSHOT_SAVE_SPEED");
     int ret;
 
+    cowsnap_save_speed = speed ? g_ascii_strtoull(speed, NULL, 10) : 0;
     ret = cowsnap_write_prologue(job);
     if (ret < 0) {
         cowsnap_set_error(job, -ret, "write failed");
@@ -518,6 +535,8 @@ static void cowsnap_abort_begin(CowSnapJob *job)
 /* Checks shared by prepare and begin */
 static bool cowsnap_can_start(Error **errp)
 {
+    /* Write-protection and a lazy load cannot share RAM: it ends first */
+    cow_snapshot_wait_loaded();
     if (cowsnap_job && cowsnap_job->active) {
         error_setg(errp, "A copy-on-write snapshot is already being saved");
         return false;
@@ -656,6 +675,7 @@ bool cow_snapshot_begin(const char *path, const CowSnapshotOptions *opts,
     CowSnapJob *job;
 
     assert(bql_locked());
+    cow_snapshot_wait_loaded();
     if (runstate_is_running()) {
         error_setg(errp, "The vCPUs must be stopped to begin a snapshot");
         return false;
@@ -728,6 +748,7 @@ CowSnapshotInfo *cow_snapshot_query(void)
     CowSnapJob *job = cowsnap_job;
     int64_t end;
 
+    info->loading = cow_snapshot_loading();
     if (!job) {
         info->status = COW_SNAPSHOT_STATUS_NONE;
         return info;

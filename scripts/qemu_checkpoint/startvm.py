@@ -290,7 +290,8 @@ def rewrite(argv, cwd, store, images, sock, console=None, replace=(),
         out.append((name, value))
     new = [argv[0]] + unparse(out)
     opts = [f'dir={store}']
-    for key in ('type', 'freeze-timeout') + (() if resume else ('auto',)):
+    keep = ('type', 'freeze-timeout', 'apply-load')
+    for key in keep + (() if resume else ('auto',)):
         if key in ckpt_opts:
             opts.append(f'{key}={ckpt_opts[key]}')
     new += ['-checkpoints', join_keyval(opts)]

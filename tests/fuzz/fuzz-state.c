@@ -70,6 +70,9 @@ bool qemu_ram_is_migratable(RAMBlock *rb) HVCP_NOT_LINKED
 void qemu_system_reset(ShutdownCause reason) HVCP_NOT_LINKED
 QIOChannelBuffer *qio_channel_buffer_new(size_t size) HVCP_NOT_LINKED
 bool runstate_is_running(void) HVCP_NOT_LINKED
+void cow_snapshot_wait_loaded(void) HVCP_NOT_LINKED
+bool cowsnap_lazy_possible(CowSnapFile *sf) HVCP_NOT_LINKED
+int cowsnap_lazy_start(CowSnapFile *sf) HVCP_NOT_LINKED
 MachineState *current_machine;
 RAMList ram_list;
 

@@ -251,6 +251,105 @@ static void do_roundtrip(const char *mem_opts, bool paused_save)
     unlink(path);
 }
 
+static bool loading(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'x-query-cow-snapshot'}");
+    bool l = qdict_get_bool(qdict_get_qdict(rsp, "return"), "loading");
+
+    qobject_unref(rsp);
+    return l;
+}
+
+static void wait_loaded(QTestState *qts)
+{
+    for (int i = 0; i < 1200 && loading(qts); i++) {
+        g_usleep(100 * 1000);
+    }
+    g_assert(!loading(qts));
+}
+
+/* The pattern's first bytes as the monitor shows them (xp) */
+static void check_pattern_hmp(QTestState *qts, uint32_t seed)
+{
+    uint8_t pat[4];
+    g_autofree char *out = qtest_hmp(qts, "xp /4bx 0x%x", PAT_ADDR);
+    g_autofree char *want = NULL;
+
+    fill_pattern(pat, sizeof(pat), seed);
+    want = g_strdup_printf("0x%02x 0x%02x 0x%02x 0x%02x", pat[0], pat[1],
+                           pat[2], pat[3]);
+    g_assert(strstr(out, want));
+}
+
+/*
+ * Lazy load: the command returns with pages still missing (the
+ * background is slowed down); reads through qtest and the monitor get
+ * the snapshot's data, not zeros; a save started during the load waits
+ * for it and saves the loaded state; the VM runs on
+ */
+static void test_lazy_load(void)
+{
+    QTestState *qts;
+    g_autofree char *path = tmp_path("lazy.state");
+    g_autofree char *again = tmp_path("lazy-again.state");
+    g_autofree char *status = NULL;
+
+    g_setenv("QEMU_COW_SNAPSHOT_LOAD_SPEED", "1048576", true);
+    qts = vm_start(NULL);
+    g_unsetenv("QEMU_COW_SNAPSHOT_LOAD_SPEED");
+    write_picture(qts, 7, 0x3c);
+    status = save_and_wait(qts, path, false);
+    g_assert_cmpstr(status, ==, "completed");
+    vm_stop(qts);
+    scribble(qts);
+    qtest_qmp_assert_success(qts, "{'execute': 'x-cow-snapshot-load',"
+                             " 'arguments': {'path': %s, 'lazy': true}}",
+                             path);
+    /* 8 MiB of data at 1 MiB/s: most of it is still in the file */
+    g_assert(loading(qts));
+    check_pattern_hmp(qts, 7);
+    check_picture(qts, 7, 0x3c);
+    qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+    /* A new snapshot waits for the load, then has the loaded state */
+    g_free(status);
+    status = save_and_wait(qts, again, false);
+    g_assert_cmpstr(status, ==, "completed");
+    g_assert(!loading(qts));
+    check_picture(qts, 7, 0x3c);
+    vm_stop(qts);
+    scribble(qts);
+    load_ok(qts, again);
+    check_picture(qts, 7, 0x3c);
+    qtest_quit(qts);
+    unlink(path);
+    unlink(again);
+}
+
+/* Lazy load at full speed: every page in, the same as an eager load */
+static void test_lazy_full(void)
+{
+    QTestState *qts = vm_start(NULL);
+    g_autofree char *path = tmp_path("lazy-full.state");
+    g_autofree char *status = save_and_wait(qts, path, false);
+
+    g_assert_cmpstr(status, ==, "completed");
+    vm_stop(qts);
+    write_picture(qts, 8, 0x11);
+    g_free(status);
+    unlink(path);
+    status = save_and_wait(qts, path, false);
+    vm_stop(qts);
+    scribble(qts);
+    qtest_qmp_assert_success(qts, "{'execute': 'x-cow-snapshot-load',"
+                             " 'arguments': {'path': %s, 'lazy': true}}",
+                             path);
+    wait_loaded(qts);
+    check_picture(qts, 8, 0x11);
+    qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
+    qtest_quit(qts);
+    unlink(path);
+}
+
 static void test_roundtrip(void)
 {
     do_roundtrip(NULL, false);
@@ -588,6 +687,8 @@ int main(int argc, char **argv)
 
     qtest_add_func("/cow-snapshot/query-none", test_query_none);
     qtest_add_func("/cow-snapshot/roundtrip/anon", test_roundtrip);
+    qtest_add_func("/cow-snapshot/lazy-load/slow", test_lazy_load);
+    qtest_add_func("/cow-snapshot/lazy-load/full", test_lazy_full);
     qtest_add_func("/cow-snapshot/roundtrip/memfd", test_roundtrip_memfd);
     qtest_add_func("/cow-snapshot/roundtrip/paused-save",
                    test_roundtrip_paused);
