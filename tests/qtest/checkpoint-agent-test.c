@@ -408,14 +408,6 @@ static QDict *query(Vm *vm, const char *id)
     return found;
 }
 
-static void assert_contains(const char *s, const char *sub)
-{
-    if (!strstr(s, sub)) {
-        g_test_message("'%s' does not contain '%s'", s, sub);
-        g_assert_not_reached();
-    }
-}
-
 /* Checkpoint @id is ready, of @type and @consistency */
 static QDict *assert_ready(Vm *vm, const char *id, const char *type,
                            const char *consistency)

@@ -37,14 +37,6 @@ typedef struct Tree {
     char *base, *b, *c, *n;
 } Tree;
 
-static void assert_contains(const char *s, const char *sub)
-{
-    if (!strstr(s, sub)) {
-        g_test_message("'%s' does not contain '%s'", s, sub);
-        g_assert_not_reached();
-    }
-}
-
 /* Run a program of the build (qemu-img, qemu-io); returns its output */
 static char *run_tool(const char *tool, const char *args, bool must_work)
 {

@@ -35,25 +35,12 @@ static char *tmp_path(const char *name)
     return g_strdup_printf("%s/%s", tmpdir, name);
 }
 
-static void assert_contains(const char *s, const char *sub)
-{
-    if (!strstr(s, sub)) {
-        g_test_message("'%s' does not contain '%s'", s, sub);
-        g_assert_not_reached();
-    }
-}
-
 static void assert_gone(const char *path)
 {
     if (g_file_test(path, G_FILE_TEST_EXISTS)) {
         g_test_message("'%s' should not exist", path);
         g_assert_not_reached();
     }
-}
-
-static void write_file(const char *path, const char *text)
-{
-    g_assert(g_file_set_contents(path, text, -1, NULL));
 }
 
 static char *read_file(const char *path)
@@ -225,16 +212,6 @@ static QTestState *vm_start(const char *extra)
     return qtest_initf("-M microvm -display none -nodefaults %s", extra);
 }
 
-static char *disk_args(const char *qcow2, const char *vhdx)
-{
-    return g_strdup_printf(
-        "-m 64M"
-        " -drive if=none,id=d0,file=%s,format=qcow2"
-        " -device virtio-blk-device,drive=d0,share-rw=on"
-        " -drive if=none,id=d1,file=%s,format=vhdx"
-        " -device virtio-blk-device,drive=d1,share-rw=on", qcow2, vhdx);
-}
-
 /*
  * A VM on new disks @qcow2 (d0, 16 MiB) and @vhdx (d1, @vhdx_mb MiB)
  * in the test folder, standard checkpoints in store @dir
@@ -373,20 +350,6 @@ static char *create_and_wait(QTestState *qts, const char *name)
     return id;
 }
 
-static QDict *find_checkpoint(QList *list, const char *id)
-{
-    const QListEntry *e;
-
-    QLIST_FOREACH_ENTRY(list, e) {
-        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
-
-        if (!strcmp(qdict_get_str(c, "id"), id)) {
-            return c;
-        }
-    }
-    return NULL;
-}
-
 static QDict *find_disk(QList *list, const char *device)
 {
     const QListEntry *e;
@@ -428,40 +391,6 @@ static char *active_image(const char *dir, const char *device)
                                             device), "filename"));
     qobject_unref(m);
     return file;
-}
-
-static char *current_of(QTestState *qts)
-{
-    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
-    const QListEntry *e;
-    char *id = NULL;
-
-    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
-        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
-
-        if (qdict_get_bool(c, "current")) {
-            g_assert(!id);
-            id = g_strdup(qdict_get_str(c, "id"));
-        }
-    }
-    qobject_unref(rsp);
-    return id;
-}
-
-/* Wait until job @id has concluded */
-static void wait_job_concluded(QTestState *qts, const char *id)
-{
-    for (;;) {
-        QDict *ev = qtest_qmp_eventwait_ref(qts, "JOB_STATUS_CHANGE");
-        QDict *data = qdict_get_qdict(ev, "data");
-        bool done = !strcmp(qdict_get_str(data, "id"), id) &&
-                    !strcmp(qdict_get_str(data, "status"), "concluded");
-
-        qobject_unref(ev);
-        if (done) {
-            return;
-        }
-    }
 }
 
 /* Job @id as query-jobs shows it (a new reference), NULL when none */

@@ -37,19 +37,6 @@ static char *tmp_path(const char *name)
     return g_strdup_printf("%s/%s", tmpdir, name);
 }
 
-static void write_file(const char *path, const char *text)
-{
-    g_assert(g_file_set_contents(path, text, -1, NULL));
-}
-
-
-static void assert_contains(const char *s, const char *sub)
-{
-    if (!strstr(s, sub)) {
-        g_test_message("'%s' does not contain '%s'", s, sub);
-        g_assert_not_reached();
-    }
-}
 
 /* A store with A (standard) -> B (production), A -> C; Now under B */
 static char *make_store(const char *name, const char *disks)
@@ -183,20 +170,6 @@ static void test_rename_refused(void)
                     " 'arguments': {'checkpoint': 'x'}}");
     assert_contains(err, "name");
     qtest_quit(qts);
-}
-
-static QDict *find_checkpoint(QList *list, const char *id)
-{
-    const QListEntry *e;
-
-    QLIST_FOREACH_ENTRY(list, e) {
-        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
-
-        if (!strcmp(qdict_get_str(c, "id"), id)) {
-            return c;
-        }
-    }
-    return NULL;
 }
 
 static QDict *find_disk(QList *list, const char *device)
@@ -534,16 +507,6 @@ static char *create_and_wait(QTestState *qts, const char *name)
     return id;
 }
 
-static char *disk_args(const char *qcow2, const char *vhdx)
-{
-    return g_strdup_printf(
-        "-m 64M"
-        " -drive if=none,id=d0,file=%s,format=qcow2"
-        " -device virtio-blk-device,drive=d0,share-rw=on"
-        " -drive if=none,id=d1,file=%s,format=vhdx"
-        " -device virtio-blk-device,drive=d1,share-rw=on", qcow2, vhdx);
-}
-
 /* The create refusals of a VM with a store: they change nothing */
 static void assert_create_refusals(QTestState *qts)
 {
@@ -838,24 +801,6 @@ static char *apply_and_wait(QTestState *qts, const char *key,
     return created;
 }
 
-static char *current_of(QTestState *qts)
-{
-    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
-    const QListEntry *e;
-    char *id = NULL;
-
-    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
-        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
-
-        if (qdict_get_bool(c, "current")) {
-            g_assert(!id);
-            id = g_strdup(qdict_get_str(c, "id"));
-        }
-    }
-    qobject_unref(rsp);
-    return id;
-}
-
 /* The manifest's active image of @device */
 static char *active_image(const char *dir, const char *device)
 {
@@ -1064,22 +1009,6 @@ static void test_apply(void)
     qtest_qmp_assert_success(qts, "{'execute': 'cont'}");
     assert_run_state(qts, true);
     qtest_quit(qts);
-}
-
-/* Wait until job @id has concluded */
-static void wait_job_concluded(QTestState *qts, const char *id)
-{
-    for (;;) {
-        QDict *ev = qtest_qmp_eventwait_ref(qts, "JOB_STATUS_CHANGE");
-        QDict *data = qdict_get_qdict(ev, "data");
-        bool done = !strcmp(qdict_get_str(data, "id"), id) &&
-                    !strcmp(qdict_get_str(data, "status"), "concluded");
-
-        qobject_unref(ev);
-        if (done) {
-            return;
-        }
-    }
 }
 
 /*

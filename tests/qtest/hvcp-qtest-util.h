@@ -9,6 +9,7 @@
 
 #include "libqtest.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
 
 /*
  * Run a QMP command expected to fail (libqtest asserts it and prints
@@ -47,6 +48,77 @@ static inline int hvcp_run_and_remove(char *tmpdir)
     g_assert(g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL));
     g_free(tmpdir);
     return ret;
+}
+
+static inline void assert_contains(const char *s, const char *sub)
+{
+    if (!strstr(s, sub)) {
+        g_test_message("'%s' does not contain '%s'", s, sub);
+        g_assert_not_reached();
+    }
+}
+
+static inline void write_file(const char *path, const char *text)
+{
+    g_assert(g_file_set_contents(path, text, -1, NULL));
+}
+
+static inline char *disk_args(const char *qcow2, const char *vhdx)
+{
+    return g_strdup_printf(
+        "-m 64M"
+        " -drive if=none,id=d0,file=%s,format=qcow2"
+        " -device virtio-blk-device,drive=d0,share-rw=on"
+        " -drive if=none,id=d1,file=%s,format=vhdx"
+        " -device virtio-blk-device,drive=d1,share-rw=on", qcow2, vhdx);
+}
+
+static inline QDict *find_checkpoint(QList *list, const char *id)
+{
+    const QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(c, "id"), id)) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static inline char *current_of(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'query-checkpoints'}");
+    const QListEntry *e;
+    char *id = NULL;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(rsp, "return"), e) {
+        QDict *c = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (qdict_get_bool(c, "current")) {
+            g_assert(!id);
+            id = g_strdup(qdict_get_str(c, "id"));
+        }
+    }
+    qobject_unref(rsp);
+    return id;
+}
+
+/* Wait until job @id has concluded */
+static inline void wait_job_concluded(QTestState *qts, const char *id)
+{
+    for (;;) {
+        QDict *ev = qtest_qmp_eventwait_ref(qts, "JOB_STATUS_CHANGE");
+        QDict *data = qdict_get_qdict(ev, "data");
+        bool done = !strcmp(qdict_get_str(data, "id"), id) &&
+                    !strcmp(qdict_get_str(data, "status"), "concluded");
+
+        qobject_unref(ev);
+        if (done) {
+            return;
+        }
+    }
 }
 
 #endif
