@@ -45,8 +45,8 @@ static struct {
     CoMutex lock;               /* one session at a time */
     bool session;               /* between begin and end */
     bool ending;                /* ended, answers still to come */
-    bool fresh;                 /* no sentinel since the claim: the
-                                   bytes before it answer the tool */
+    /* No sentinel since the claim: the bytes before it answer the tool */
+    bool fresh;
     bool sync_answer_next;      /* a sentinel came: a sync answer next */
     bool need_resync;           /* an invalid answer: sync before more */
     JSONMessageParser parser;
@@ -100,7 +100,8 @@ static void timeout_cb(void *opaque)
 
 static void maybe_release(void)
 {
-    if (ag.ending && (!ag.outstanding || !checkpoint_agent_channel_connected())) {
+    if (ag.ending &&
+        (!ag.outstanding || !checkpoint_agent_channel_connected())) {
         ag.ending = false;
         checkpoint_agent_channel_release();
     }
@@ -301,7 +302,8 @@ static bool coroutine_fn claim(int64_t timeout_ms, Error **errp)
  * guest-sync-delimited; with @reset, a 0xFF before it resets the
  * agent's parser (it answers that with an error, which is dropped)
  */
-static bool coroutine_fn agent_sync(bool reset, int64_t timeout_ms, Error **errp)
+static bool coroutine_fn agent_sync(bool reset, int64_t timeout_ms,
+                                    Error **errp)
 {
     int64_t id = ag.next_id++;
     bool ok;
@@ -337,7 +339,8 @@ bool coroutine_fn checkpoint_agent_co_begin(int64_t timeout_ms, Error **errp)
     }
     ag.session = true;
     /* With no tool, a 0xFF first resets whatever half request remains */
-    if (!agent_sync(!checkpoint_agent_channel_tool_connected(), timeout_ms, errp)) {
+    if (!agent_sync(!checkpoint_agent_channel_tool_connected(), timeout_ms,
+                    errp)) {
         checkpoint_agent_end();
         return false;
     }

@@ -82,7 +82,7 @@ static struct {
     .type = CHECKPOINT_DEFAULT_TYPE_PRODUCTION,
     .freeze_timeout = 10,
     /* Lazy is new: eager stays the default until it has run widely */
-    .apply_load = CHECKPOINT_APPLY_LOAD_EAGER,
+    .apply_load = CHECKPOINT_APPLY_LOAD_LAZY,
 };
 
 int64_t checkpoint_freeze_timeout_ms(void)

@@ -27,6 +27,7 @@
 #include "qemu/userfaultfd.h"
 #include "exec/cpu-common.h"
 #include "exec/memory.h"
+#include "migration/misc.h"
 #include "cow-snapshot.h"
 #include "internal.h"
 #include "load.h"
@@ -64,7 +65,14 @@ bool cowsnap_lazy_possible(CowSnapFile *sf)
     for (unsigned i = 0; i < sf->vm_blocks->len; i++) {
         CowSnapBlockRef *r = block_ref(sf, i);
 
-        if (r->writable && r->host_page_size != COWSNAP_PAGE_SIZE) {
+        /*
+         * Huge pages cannot be placed 4 KiB at a time; shared RAM may be
+         * read by another process (vhost-user), which would see the
+         * holes; a file mapping has no missing pages to fault on
+         */
+        if (r->writable && (r->host_page_size != COWSNAP_PAGE_SIZE ||
+                            qemu_ram_is_shared(r->rb) ||
+                            qemu_ram_get_fd(r->rb) >= 0)) {
             return false;
         }
     }
@@ -213,7 +221,27 @@ static bool background_step(CowSnapLazy *lz, uint64_t *bytes)
 /* Milliseconds the background owes the speed limit after @bytes */
 static int throttle_ms(CowSnapLazy *lz, uint64_t bytes)
 {
-    return lz->speed ? bytes * 1000 / lz->speed : 0;
+    uint64_t speed = qatomic_read(&lz->speed);
+
+    return speed ? bytes * 1000 / speed : 0;
+}
+
+/*
+ * Serve the guest's faults until the background step of @bytes is due
+ * under the speed limit.  The deadline is absolute: a fault served early
+ * does not shorten the wait, so the limit holds while the guest faults.
+ */
+static int serve_faults_until_due(CowSnapLazy *lz, uint64_t bytes)
+{
+    int64_t due = g_get_monotonic_time() / 1000 + throttle_ms(lz, bytes);
+    int64_t left;
+    int ret;
+
+    do {
+        left = due - g_get_monotonic_time() / 1000;
+        ret = serve_faults(lz, MAX(MIN(left, 100), 0));
+    } while (left > 0 && ret == 0 && qatomic_read(&lz->speed));
+    return ret;
 }
 
 static void unregister_all(CowSnapLazy *lz)
@@ -234,12 +262,7 @@ static void *loader_thread(void *opaque)
 
     rcu_register_thread();
     while (background_step(lz, &bytes)) {
-        int wait = throttle_ms(lz, bytes);
-
-        do {
-            lz->error = serve_faults(lz, MIN(wait, 100));
-            wait -= 100;
-        } while (wait > 0 && lz->error == 0);
+        lz->error = serve_faults_until_due(lz, bytes);
         if (lz->error) {
             break;
         }
@@ -281,6 +304,35 @@ static int arm_blocks(CowSnapLazy *lz)
     return 0;
 }
 
+/*
+ * A migration (of any mode, background snapshots included) reads all of
+ * RAM and may register it with a userfaultfd of its own: the load ends
+ * first.  The notifier runs in the main loop before the migration
+ * thread starts.
+ */
+static int lazy_migration_setup(NotifierWithReturn *n, MigrationEvent *e,
+                                Error **errp)
+{
+    if (e->type == MIG_EVENT_PRECOPY_SETUP) {
+        cow_snapshot_wait_loaded();
+    }
+    return 0;
+}
+
+static void lazy_watch_migrations(void)
+{
+    static NotifierWithReturn notifiers[MIG_MODE__MAX];
+    static bool watching;
+
+    if (!watching) {
+        for (int mode = 0; mode < MIG_MODE__MAX; mode++) {
+            migration_add_notifier_mode(&notifiers[mode],
+                                        lazy_migration_setup, mode);
+        }
+        watching = true;
+    }
+}
+
 int cowsnap_lazy_start(CowSnapFile *sf)
 {
     CowSnapLazy *lz = g_new0(CowSnapLazy, 1);
@@ -302,6 +354,7 @@ int cowsnap_lazy_start(CowSnapFile *sf)
     lz->buf = qemu_memalign(COWSNAP_PAGE_SIZE,
                             LAZY_BATCH_PAGES * COWSNAP_PAGE_SIZE);
     lz->speed = speed ? g_ascii_strtoull(speed, NULL, 10) : 0;
+    lazy_watch_migrations();
     lazy = lz;
     qatomic_set(&lazy_running, true);
     qemu_thread_create(&lz->thread, "cowsnap-load", loader_thread, lz,
@@ -319,6 +372,8 @@ void cow_snapshot_wait_loaded(void)
     if (!lazy) {
         return;
     }
+    /* Whoever waits needs all of RAM: no more speed limit */
+    qatomic_set(&lazy->speed, 0);
     qemu_thread_join(&lazy->thread);
     qemu_vfree(lazy->buf);
     g_free(lazy->sf);

@@ -379,7 +379,11 @@ bool cow_snapshot_load_mode(const char *path, bool lazy, Error **errp)
     /* From here on the VM changes */
     bdrv_drain_all_begin();
     qemu_system_reset(SHUTDOWN_CAUSE_SNAPSHOT_LOAD);
-    ret = lazy ? cowsnap_lazy_start(sf) : cowsnap_load_all_blocks(sf);
+    if (lazy && cowsnap_lazy_start(sf) < 0) {
+        /* Some RAM may have been emptied already: all of it comes in */
+        lazy = false;
+    }
+    ret = lazy ? 0 : cowsnap_load_all_blocks(sf);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Cannot read RAM from '%s'", path);
     } else {
