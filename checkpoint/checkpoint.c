@@ -278,6 +278,19 @@ bool checkpoint_same_file(const char *a, const char *b)
     return !strcmp(a, b);
 }
 
+/*
+ * With lazy applies, RAM must be ready to be emptied in constant time
+ * (see cow_snapshot_prepare_lazy_loads()); done once, while RAM is
+ * nearly empty if the command line asks for it
+ */
+static void prepare_apply_load(void)
+{
+    if (ckpt.apply_load == CHECKPOINT_APPLY_LOAD_LAZY && !ckpt.offline &&
+        phase_check(PHASE_MACHINE_READY)) {
+        cow_snapshot_prepare_lazy_loads();
+    }
+}
+
 bool checkpoint_init_from_cmdline(Error **errp)
 {
     QemuOpts *opts = qemu_opts_find(&qemu_checkpoints_opts, NULL);
@@ -326,6 +339,7 @@ bool checkpoint_init_from_cmdline(Error **errp)
         return false;
     }
     checkpoint_agent_channel_find_port();
+    prepare_apply_load();
     /* Without dir, checkpoint-set-parameters can name the store later */
     dir = qemu_opt_get(opts, "dir");
     if (dir && !checkpoint_store_open(dir, errp)) {
@@ -361,6 +375,7 @@ void qmp_checkpoint_set_parameters(const char *dir, bool has_type,
     if (has_apply_load) {
         ckpt.apply_load = apply_load;
     }
+    prepare_apply_load();
     if (has_auto) {
         ckpt.auto_checkpoint = auto_checkpoint;
         if (auto_checkpoint && runstate_check(RUN_STATE_PRELAUNCH)) {

@@ -115,6 +115,14 @@ bool cow_snapshot_load(const char *path, Error **errp);
  */
 bool cow_snapshot_load_mode(const char *path, bool lazy, Error **errp);
 
+/*
+ * Make the lazy loads to come empty RAM in constant time: KSM
+ * (mem-merge) is turned off for the VM's RAM, since the kernel unmerges
+ * page by page whatever it moves.  Cheap while RAM is nearly empty (at
+ * machine init), once per process; main loop, BQL held.
+ */
+void cow_snapshot_prepare_lazy_loads(void);
+
 /* Is a lazy load still bringing pages in? */
 bool cow_snapshot_loading(void);
 

@@ -19,21 +19,39 @@
 #include "qemu/osdep.h"
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <linux/userfaultfd.h>
 #include "qemu/bswap.h"
 #include "qemu/error-report.h"
 #include "qemu/memalign.h"
 #include "qemu/thread.h"
+#include "qemu/units.h"
 #include "qemu/userfaultfd.h"
 #include "exec/cpu-common.h"
 #include "exec/memory.h"
 #include "migration/misc.h"
+#include "system/system.h"
+#include "hw/boards.h"
+#include "qemu/madvise.h"
 #include "cow-snapshot.h"
 #include "internal.h"
 #include "load.h"
 
 #define LAZY_BATCH_PAGES 64     /* pages per background step */
+#define LAZY_FAULT_PAGES 16     /* pages per fault: 64 KiB, as Linux does */
+QEMU_BUILD_BUG_ON(LAZY_FAULT_PAGES > LAZY_BATCH_PAGES);   /* lz->buf */
 #define LAZY_MSGS 16
+#define LAZY_FREE_CHUNK (16 * MiB)  /* old RAM freed per background step */
+
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4          /* Linux 5.7 */
+#endif
+
+/* The pages a block had before the load, moved away to be freed */
+typedef struct CowSnapStale {
+    uint8_t *addr;
+    uint64_t len;
+} CowSnapStale;
 
 typedef struct CowSnapLazy {
     CowSnapFile *sf;
@@ -44,9 +62,11 @@ typedef struct CowSnapLazy {
     uint64_t page;
     uint64_t speed;             /* bytes/s of the background, 0: full */
     int error;                  /* first error, -errno */
+    GArray *stale;              /* CowSnapStale, freed by the loader */
 } CowSnapLazy;
 
 static CowSnapLazy *lazy;       /* the running load, main loop's view */
+static bool ram_unmerged;       /* KSM turned off for RAM (main loop) */
 static bool lazy_running;       /* atomic: the loader has not ended */
 
 static CowSnapBlockRef *block_ref(CowSnapFile *sf, unsigned i)
@@ -58,8 +78,9 @@ bool cowsnap_lazy_possible(CowSnapFile *sf)
 {
     uint64_t features;
 
+    /* Locked RAM (-overcommit mem-lock) cannot be emptied */
     if (uffd_query_features(&features) < 0 ||
-        ram_block_discard_is_disabled()) {
+        ram_block_discard_is_disabled() || should_mlock(mlock_state)) {
         return false;
     }
     for (unsigned i = 0; i < sf->vm_blocks->len; i++) {
@@ -79,35 +100,57 @@ bool cowsnap_lazy_possible(CowSnapFile *sf)
     return true;
 }
 
-/* One UFFDIO_COPY or UFFDIO_ZEROPAGE of @len bytes at @dst; -errno */
-static int place_range(CowSnapLazy *lz, uint8_t *dst, uint64_t len,
-                       bool present)
+/*
+ * UFFDIO_COPY (from @src) or UFFDIO_ZEROPAGE of @len bytes at @dst,
+ * skipping the pages that are in already (a fault and the background
+ * met): the kernel never overwrites a page.  Waiters on the pages
+ * placed are woken; -errno
+ */
+static int place_range(CowSnapLazy *lz, uint8_t *dst, const uint8_t *src,
+                       uint64_t len, bool present)
 {
-    int ret, tries = 0;
+    uint64_t done = 0;
+    int tries = 0;
 
-    do {
+    while (done < len) {
+        int64_t moved;
+        int ret;
+
         if (present) {
             struct uffdio_copy c = {
-                .dst = (uintptr_t)dst, .src = (uintptr_t)lz->buf, .len = len,
+                .dst = (uintptr_t)(dst + done),
+                .src = (uintptr_t)(src + done), .len = len - done,
             };
 
             ret = ioctl(lz->uffd, UFFDIO_COPY, &c);
+            moved = c.copy;
         } else {
             struct uffdio_zeropage z = {
-                .range = { .start = (uintptr_t)dst, .len = len },
+                .range = { .start = (uintptr_t)(dst + done),
+                           .len = len - done },
             };
 
             ret = ioctl(lz->uffd, UFFDIO_ZEROPAGE, &z);
+            moved = z.zeropage;
         }
-        /* EAGAIN: the kernel placed part of it, or the mm was changing */
-    } while (ret < 0 && errno == EAGAIN && ++tries < 1000);
-    return ret < 0 ? -errno : 0;
+        if (ret == 0) {
+            return 0;
+        }
+        ret = errno;
+        /* A partial copy ends with EAGAIN and the bytes placed */
+        done += moved > 0 ? moved : 0;
+        if (ret == EEXIST) {
+            done += COWSNAP_PAGE_SIZE;
+        } else if (ret != EAGAIN || (moved <= 0 && ++tries >= 1000)) {
+            return -ret;
+        }
+    }
+    return 0;
 }
 
 /*
  * Place pages [@first, @first + @n) of block @i: from the file when
- * @present, zeros otherwise.  A page placed already (a fault and the
- * background met) is not an error.
+ * @present, zeros otherwise; pages in already stay as they are
  */
 static int place_pages(CowSnapLazy *lz, unsigned i, uint64_t first,
                        uint64_t n, bool present)
@@ -115,28 +158,12 @@ static int place_pages(CowSnapLazy *lz, unsigned i, uint64_t first,
     CowSnapBlockRef *r = block_ref(lz->sf, i);
     uint64_t off = first * COWSNAP_PAGE_SIZE, len = n * COWSNAP_PAGE_SIZE;
     uint64_t data = le64_to_cpu(lz->sf->table[i].data_offset);
-    int ret;
 
     if (present &&
         cowsnap_pread_all(lz->sf->fd, lz->buf, len, data + off) < 0) {
         return -errno;
     }
-    ret = place_range(lz, r->host + off, len, present);
-    if (ret == -EEXIST && n == 1) {
-        /* Placed already: wake whoever waits for it */
-        return uffd_wakeup(lz->uffd, r->host + off, len) < 0 ? -errno : 0;
-    }
-    if (ret == -EEXIST || ret == -EAGAIN) {
-        /* Some were in: place the rest one by one */
-        for (uint64_t p = 0; p < n && n > 1; p++) {
-            ret = place_pages(lz, i, first + p, 1, present);
-            if (ret < 0) {
-                return ret;
-            }
-        }
-        return n > 1 ? 0 : ret;
-    }
-    return ret;
+    return place_range(lz, r->host + off, lz->buf, len, present);
 }
 
 /* The block and page of host address @addr, false when not ours */
@@ -154,6 +181,42 @@ static bool find_page(CowSnapLazy *lz, uint64_t addr, unsigned *blk,
         }
     }
     return false;
+}
+
+/*
+ * Serve a fault on page @page of block @blk with the pages around it: the
+ * aligned group of LAZY_FAULT_PAGES holding it, in runs of pages that
+ * are all in the file or all zero.  A guest that touches a page mostly
+ * touches its neighbours next; one fault then brings them all.  Pages of
+ * the group that are in already are left as they are (UFFDIO_COPY never
+ * overwrites a page).
+ */
+static int serve_fault(CowSnapLazy *lz, unsigned blk, uint64_t page)
+{
+    const uint8_t *map = cowsnap_block_map(lz->sf, blk);
+    uint64_t pages = block_ref(lz->sf, blk)->used_length / COWSNAP_PAGE_SIZE;
+    uint64_t p = QEMU_ALIGN_DOWN(page, LAZY_FAULT_PAGES);
+    uint64_t end = MIN(p + LAZY_FAULT_PAGES, pages);
+    int ret = 0;
+
+    while (p < end && ret == 0) {
+        bool present = cowsnap_page_present(map, p);
+        uint64_t first = p;
+
+        while (p < end && cowsnap_page_present(map, p) == present) {
+            p++;
+        }
+        ret = place_pages(lz, blk, first, p - first, present);
+    }
+    if (ret == 0) {
+        /*
+         * The page may have been placed by the background after the
+         * fault was queued: its waiters still need waking
+         */
+        ret = uffd_wakeup(lz->uffd, block_ref(lz->sf, blk)->host +
+                          page * COWSNAP_PAGE_SIZE, COWSNAP_PAGE_SIZE);
+    }
+    return ret;
 }
 
 /* Serve the faults waiting, sleeping up to @timeout_ms for one */
@@ -175,10 +238,7 @@ static int serve_faults(CowSnapLazy *lz, int timeout_ms)
             !find_page(lz, addr, &blk, &page)) {
             continue;
         }
-        ret = place_pages(lz, blk, page, 1,
-                          cowsnap_page_present(cowsnap_block_map(lz->sf,
-                                                                 blk),
-                                               page));
+        ret = serve_fault(lz, blk, page);
     }
     return n < 0 ? -EIO : ret;
 }
@@ -226,6 +286,23 @@ static int throttle_ms(CowSnapLazy *lz, uint64_t bytes)
     return speed ? bytes * 1000 / speed : 0;
 }
 
+static int unmerge_block(RAMBlock *rb, void *opaque)
+{
+    if (!qemu_ram_is_shared(rb) && qemu_ram_get_fd(rb) < 0) {
+        qemu_madvise(qemu_ram_get_host_addr(rb), qemu_ram_get_max_length(rb),
+                     QEMU_MADV_UNMERGEABLE);
+    }
+    return 0;
+}
+
+void cow_snapshot_prepare_lazy_loads(void)
+{
+    if (!ram_unmerged && machine_mem_merge(current_machine)) {
+        qemu_ram_foreach_block(unmerge_block, NULL);
+    }
+    ram_unmerged = true;
+}
+
 /*
  * Serve the guest's faults until the background step of @bytes is due
  * under the speed limit.  The deadline is absolute: a fault served early
@@ -255,6 +332,88 @@ static void unregister_all(CowSnapLazy *lz)
     }
 }
 
+/*
+ * An unused address range of @len bytes at the same offset from a 1 GiB
+ * boundary as @like: the kernel moves page tables whole (a PMD or PUD at
+ * a time) only between addresses aligned alike, and one PTE at a time
+ * otherwise, which is as slow as freeing the pages
+ */
+static void *reserve_like(void *like, uint64_t len)
+{
+    uint64_t align = 1 * GiB, skew = (uintptr_t)like & (align - 1);
+    uint8_t *p = mmap(NULL, len + align, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    uint8_t *dst;
+
+    if (p == MAP_FAILED) {
+        return MAP_FAILED;
+    }
+    dst = (uint8_t *)QEMU_ALIGN_DOWN((uintptr_t)p, align) + skew;
+    if (dst < p) {
+        dst += align;
+    }
+    /* Keep [dst, dst + len) only */
+    if (dst > p) {
+        munmap(p, dst - p);
+    }
+    munmap(dst + len, p + len + align - (dst + len));
+    return dst;
+}
+
+/*
+ * Empty block @r for the load, fast: freeing its resident pages would
+ * take time in proportion to RAM inside the pause (about 50 ms for 6 GiB
+ * on transparent huge pages, 400 ms on 4 KiB pages).  MREMAP_DONTUNMAP
+ * moves its page tables to a new address instead, and leaves the mapping
+ * in place, with its attributes (madvise, the userfaultfd registration
+ * to come) but without pages; the loader frees the old pages in the
+ * background.  Where the kernel cannot move them (before Linux 5.13 for
+ * this kind of mapping, strict overcommit), the pages are discarded.
+ */
+static int empty_block(CowSnapLazy *lz, CowSnapBlockRef *r)
+{
+    void *old = MAP_FAILED, *dst = MAP_FAILED;
+
+    /* KSM would unmerge page by page inside mremap(): as slow as a discard */
+    if (ram_unmerged || !machine_mem_merge(current_machine)) {
+        dst = reserve_like(r->host, r->used_length);
+    }
+    if (dst != MAP_FAILED) {
+        old = mremap(r->host, r->used_length, r->used_length,
+                     MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, dst);
+        if (old == MAP_FAILED) {
+            munmap(dst, r->used_length);
+        }
+    }
+    if (old != MAP_FAILED) {
+        CowSnapStale st = { .addr = old, .len = r->used_length };
+
+        g_array_append_val(lz->stale, st);
+        return 0;
+    }
+    return ram_block_discard_range(r->rb, 0, r->used_length) < 0 ? -EIO : 0;
+}
+
+/* Free up to @max bytes of the old pages; false when none are left */
+static bool free_stale(CowSnapLazy *lz, uint64_t max)
+{
+    CowSnapStale *st;
+    uint64_t len;
+
+    if (!lz->stale->len) {
+        return false;
+    }
+    /* munmap holds the mm's lock: a chunk at a time, faults in between */
+    st = &g_array_index(lz->stale, CowSnapStale, lz->stale->len - 1);
+    len = MIN(st->len, max);
+    munmap(st->addr + st->len - len, len);
+    st->len -= len;
+    if (!st->len) {
+        g_array_set_size(lz->stale, lz->stale->len - 1);
+    }
+    return true;
+}
+
 static void *loader_thread(void *opaque)
 {
     CowSnapLazy *lz = opaque;
@@ -262,10 +421,14 @@ static void *loader_thread(void *opaque)
 
     rcu_register_thread();
     while (background_step(lz, &bytes)) {
+        free_stale(lz, LAZY_FREE_CHUNK);
         lz->error = serve_faults_until_due(lz, bytes);
         if (lz->error) {
             break;
         }
+    }
+    while (free_stale(lz, LAZY_FREE_CHUNK)) {
+        /* RAM smaller than what the steps freed on the way */
     }
     if (lz->error) {
         /* A page the guest needs cannot be read: nothing can go on */
@@ -290,14 +453,15 @@ static int arm_blocks(CowSnapLazy *lz)
 
         if (!r->writable) {
             ret = cowsnap_load_block(lz->sf, i);
-        } else if (ram_block_discard_range(r->rb, 0, r->used_length) < 0) {
-            ret = -EIO;
-        } else {
+        } else if ((ret = empty_block(lz, r)) == 0) {
             ret = uffd_register_memory(lz->uffd, r->host, r->used_length,
                                        UFFDIO_REGISTER_MODE_MISSING, NULL);
         }
         if (ret < 0) {
             unregister_all(lz);
+            while (free_stale(lz, UINT64_MAX)) {
+                /* the eager load that follows writes every page */
+            }
             return ret;
         }
     }
@@ -345,9 +509,11 @@ int cowsnap_lazy_start(CowSnapFile *sf)
         g_free(lz);
         return -ENOSYS;
     }
+    lz->stale = g_array_new(false, false, sizeof(CowSnapStale));
     ret = arm_blocks(lz);
     if (ret < 0) {
         uffd_close_fd(lz->uffd);
+        g_array_free(lz->stale, true);
         g_free(lz);
         return ret;
     }
@@ -376,6 +542,7 @@ void cow_snapshot_wait_loaded(void)
     qatomic_set(&lazy->speed, 0);
     qemu_thread_join(&lazy->thread);
     qemu_vfree(lazy->buf);
+    g_array_free(lazy->stale, true);
     g_free(lazy->sf);
     g_free(lazy);
     lazy = NULL;

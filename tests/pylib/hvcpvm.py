@@ -490,10 +490,22 @@ class QemuVM:
     def readb(self, addr):
         return int(self.qtest(f'readb 0x{addr:x}').split()[1], 16)
 
+    # x86 machines (microvm, q35) put RAM beyond 3 GiB above 4 GiB
+    LOWMEM = 3 << 30
+    HOLE = 1 << 30
+
     def fill(self, ram_mib, val=0x5a, base=16 << 20):
         """Fill RAM above base (below: the firmware area) but its last
-        10 %, so that about 90 % is non-zero; the bytes filled."""
+        10 %, so that about 90 % is non-zero; the bytes filled.  Offsets
+        into RAM past LOWMEM are written above the PCI hole."""
         end = base + int(((ram_mib << 20) - base) * 0.9)
-        for a in range(base, end, 64 << 20):
-            self.memset(a, min(64 << 20, end - a), val)
+        a = base
+        while a < end:
+            size = min(64 << 20, end - a)
+            if a < self.LOWMEM:
+                size = min(size, self.LOWMEM - a)
+                self.memset(a, size, val)
+            else:
+                self.memset(a + self.HOLE, size, val)
+            a += size
         return end - base
