@@ -453,9 +453,14 @@ static int arm_blocks(CowSnapLazy *lz)
 
         if (!r->writable) {
             ret = cowsnap_load_block(lz->sf, i);
-        } else if ((ret = empty_block(lz, r)) == 0) {
-            ret = uffd_register_memory(lz->uffd, r->host, r->used_length,
-                                       UFFDIO_REGISTER_MODE_MISSING, NULL);
+        } else {
+            ret = empty_block(lz, r);
+            if (ret == 0) {
+                ret = uffd_register_memory(lz->uffd, r->host,
+                                           r->used_length,
+                                           UFFDIO_REGISTER_MODE_MISSING,
+                                           NULL);
+            }
         }
         if (ret < 0) {
             unregister_all(lz);
