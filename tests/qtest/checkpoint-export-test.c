@@ -332,24 +332,6 @@ static void assert_running(QTestState *qts)
     qobject_unref(rsp);
 }
 
-/* Take a standard checkpoint and wait until it is ready; its id */
-static char *create_and_wait(QTestState *qts, const char *name)
-{
-    QDict *rsp, *ev;
-    char *id;
-
-    rsp = qtest_qmp_assert_success_ref(qts,
-              "{'execute': 'checkpoint-create',"
-              " 'arguments': {'name': %s, 'type': 'standard'}}", name);
-    id = g_strdup(qdict_get_str(rsp, "id"));
-    qobject_unref(rsp);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
-    return id;
-}
-
 static QDict *find_disk(QList *list, const char *device)
 {
     const QListEntry *e;

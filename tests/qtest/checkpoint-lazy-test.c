@@ -199,25 +199,6 @@ static void scribble(QTestState *qts)
     qtest_memset(qts, MiB, 0xee, RAM_SIZE - MiB);
 }
 
-static bool loading(QTestState *qts)
-{
-    QDict *rsp = qtest_qmp(qts, "{'execute': 'x-query-cow-snapshot'}");
-    bool l = qdict_get_bool(qdict_get_qdict(rsp, "return"), "loading");
-
-    qobject_unref(rsp);
-    return l;
-}
-
-static void wait_loaded(QTestState *qts)
-{
-    int i;
-
-    for (i = 0; i < 600 && loading(qts); i++) {
-        g_usleep(100 * 1000);
-    }
-    g_assert(!loading(qts));
-}
-
 static void set_load(QTestState *qts, const char *mode)
 {
     QDict *rsp;
@@ -229,24 +210,6 @@ static void set_load(QTestState *qts, const char *mode)
               "{'execute': 'query-checkpoint-parameters'}");
     g_assert_cmpstr(qdict_get_str(rsp, "apply-load"), ==, mode);
     qobject_unref(rsp);
-}
-
-/* Take a standard checkpoint and wait until it is ready; its id */
-static char *create_and_wait(QTestState *qts, const char *name)
-{
-    QDict *rsp, *ev;
-    char *id;
-
-    rsp = qtest_qmp_assert_success_ref(qts,
-              "{'execute': 'checkpoint-create',"
-              " 'arguments': {'name': %s, 'type': 'standard'}}", name);
-    id = g_strdup(qdict_get_str(rsp, "id"));
-    qobject_unref(rsp);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
-    return id;
 }
 
 /* Apply checkpoint @id; the VM runs again */

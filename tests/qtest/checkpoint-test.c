@@ -484,29 +484,6 @@ static void test_disk_mismatch(void)
     qtest_quit(qts);
 }
 
-/* Create a checkpoint and wait until it is ready; returns its id */
-static char *create_and_wait(QTestState *qts, const char *name)
-{
-    QDict *rsp, *ev;
-    char *id;
-
-    if (name) {
-        rsp = qtest_qmp_assert_success_ref(qts,
-                  "{'execute': 'checkpoint-create',"
-                  " 'arguments': {'name': %s, 'type': 'standard'}}", name);
-    } else {
-        rsp = qtest_qmp_assert_success_ref(qts,
-                  "{'execute': 'checkpoint-create'}");
-    }
-    id = g_strdup(qdict_get_str(rsp, "id"));
-    qobject_unref(rsp);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
-    return id;
-}
-
 /* The create refusals of a VM with a store: they change nothing */
 static void assert_create_refusals(QTestState *qts)
 {

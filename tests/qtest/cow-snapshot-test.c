@@ -251,23 +251,6 @@ static void do_roundtrip(const char *mem_opts, bool paused_save)
     unlink(path);
 }
 
-static bool loading(QTestState *qts)
-{
-    QDict *rsp = qtest_qmp(qts, "{'execute': 'x-query-cow-snapshot'}");
-    bool l = qdict_get_bool(qdict_get_qdict(rsp, "return"), "loading");
-
-    qobject_unref(rsp);
-    return l;
-}
-
-static void wait_loaded(QTestState *qts)
-{
-    for (int i = 0; i < 1200 && loading(qts); i++) {
-        g_usleep(100 * 1000);
-    }
-    g_assert(!loading(qts));
-}
-
 /* The pattern's first bytes as the monitor shows them (xp) */
 static void check_pattern_hmp(QTestState *qts, uint32_t seed)
 {

@@ -121,4 +121,46 @@ static inline void wait_job_concluded(QTestState *qts, const char *id)
     }
 }
 
+/* Create a checkpoint and wait until it is ready; returns its id */
+static inline char *create_and_wait(QTestState *qts, const char *name)
+{
+    QDict *rsp, *ev;
+    char *id;
+
+    if (name) {
+        rsp = qtest_qmp_assert_success_ref(qts,
+                  "{'execute': 'checkpoint-create',"
+                  " 'arguments': {'name': %s, 'type': 'standard'}}", name);
+    } else {
+        rsp = qtest_qmp_assert_success_ref(qts,
+                  "{'execute': 'checkpoint-create'}");
+    }
+    id = g_strdup(qdict_get_str(rsp, "id"));
+    qobject_unref(rsp);
+    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
+                    id);
+    qobject_unref(ev);
+    return id;
+}
+
+/* Is a lazy load still bringing RAM in? */
+static inline bool loading(QTestState *qts)
+{
+    QDict *rsp = qtest_qmp(qts, "{'execute': 'x-query-cow-snapshot'}");
+    bool l = qdict_get_bool(qdict_get_qdict(rsp, "return"), "loading");
+
+    qobject_unref(rsp);
+    return l;
+}
+
+/* Wait (up to 2 minutes) until a lazy load has brought every page in */
+static inline void wait_loaded(QTestState *qts)
+{
+    for (int i = 0; i < 1200 && loading(qts); i++) {
+        g_usleep(100 * 1000);
+    }
+    g_assert(!loading(qts));
+}
+
 #endif
