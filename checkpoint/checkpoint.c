@@ -81,7 +81,7 @@ static struct {
 } ckpt = {
     .type = CHECKPOINT_DEFAULT_TYPE_PRODUCTION,
     .freeze_timeout = 10,
-    /* Lazy is new: eager stays the default until it has run widely */
+    /* Where on-demand loading cannot work, an apply loads eagerly */
     .apply_load = CHECKPOINT_APPLY_LOAD_LAZY,
 };
 

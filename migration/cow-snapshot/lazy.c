@@ -74,6 +74,16 @@ static CowSnapBlockRef *block_ref(CowSnapFile *sf, unsigned i)
     return &g_array_index(sf->vm_blocks, CowSnapBlockRef, i);
 }
 
+/*
+ * Private anonymous RAM: no other process maps it (vhost-user would see
+ * the holes of a lazy load) and it has no file whose pages would never
+ * be missing; KSM may merge it
+ */
+static bool ram_is_private_anonymous(RAMBlock *rb)
+{
+    return !qemu_ram_is_shared(rb) && qemu_ram_get_fd(rb) < 0;
+}
+
 bool cowsnap_lazy_possible(CowSnapFile *sf)
 {
     uint64_t features;
@@ -86,14 +96,9 @@ bool cowsnap_lazy_possible(CowSnapFile *sf)
     for (unsigned i = 0; i < sf->vm_blocks->len; i++) {
         CowSnapBlockRef *r = block_ref(sf, i);
 
-        /*
-         * Huge pages cannot be placed 4 KiB at a time; shared RAM may be
-         * read by another process (vhost-user), which would see the
-         * holes; a file mapping has no missing pages to fault on
-         */
+        /* Huge pages cannot be placed 4 KiB at a time */
         if (r->writable && (r->host_page_size != COWSNAP_PAGE_SIZE ||
-                            qemu_ram_is_shared(r->rb) ||
-                            qemu_ram_get_fd(r->rb) >= 0)) {
+                            !ram_is_private_anonymous(r->rb))) {
             return false;
         }
     }
@@ -288,7 +293,7 @@ static int throttle_ms(CowSnapLazy *lz, uint64_t bytes)
 
 static int unmerge_block(RAMBlock *rb, void *opaque)
 {
-    if (!qemu_ram_is_shared(rb) && qemu_ram_get_fd(rb) < 0) {
+    if (ram_is_private_anonymous(rb)) {
         qemu_madvise(qemu_ram_get_host_addr(rb), qemu_ram_get_max_length(rb),
                      QEMU_MADV_UNMERGEABLE);
     }
