@@ -103,7 +103,7 @@ static void remove_stale(void *opaque)
 
     checkpoint_disks_close_old(disks);
     for (f = m->operation->stale_files; f; f = f->next) {
-        if (unlink(f->value) < 0 && errno != ENOENT) {
+        if (checkpoint_unlink(f->value) < 0 && errno != ENOENT) {
             warn_report("Cannot delete '%s', an image the VM no longer"
                         " uses: %s", f->value, strerror(errno));
         }

@@ -672,6 +672,16 @@ bool checkpoint_manifest_save(const char *dir, CheckpointManifest *m,
 bool checkpoint_sync_new_file(const char *path, Error **errp);
 
 /*
+ * unlink(@path) in the main loop without its cost: the kernel frees a
+ * file's page cache and extents when its last reference goes (about
+ * 250 ms per GiB here, holding up the guest's I/O and the monitor), so
+ * a descriptor kept open across the unlink is closed in a worker
+ * thread.  The name is gone on return, as with unlink(); the space
+ * follows shortly, or when QEMU exits.  Returns as unlink() does.
+ */
+int checkpoint_unlink(const char *path);
+
+/*
  * Replace the file @path by @len bytes of @text atomically and
  * durably (write "@path.tmp", fsync, rename, fsync the folder)
  */

@@ -175,7 +175,8 @@ static void remove_stale(void)
     strList *f;
 
     for (f = m->operation->stale_files; f; f = f->next) {
-        if (unlink(f->value) < 0 && errno != ENOENT && errno != EISDIR) {
+        if (checkpoint_unlink(f->value) < 0 && errno != ENOENT &&
+            errno != EISDIR) {
             warn_report("Cannot delete '%s', which no checkpoint needs any"
                         " more: %s", f->value, strerror(errno));
         }

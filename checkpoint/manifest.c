@@ -13,6 +13,7 @@
 
 #include "qemu/osdep.h"
 #include "qemu/uuid.h"
+#include "block/thread-pool.h"
 #include "qapi/error.h"
 #include "qapi/qapi-visit-checkpoint.h"
 #include "qapi/qobject-input-visitor.h"
@@ -404,6 +405,37 @@ bool checkpoint_sync_new_file(const char *path, Error **errp)
 
     return fsync_path(path, O_RDONLY, errp) &&
            fsync_path(dir, O_RDONLY | O_DIRECTORY, errp);
+}
+
+static int close_worker(void *opaque)
+{
+    close(GPOINTER_TO_INT(opaque));
+    return 0;
+}
+
+static void closed(void *opaque, int ret)
+{
+}
+
+int checkpoint_unlink(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    struct stat st;
+    int ret;
+
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        fd = -1;
+    }
+    ret = unlink(path);
+    if (fd >= 0) {
+        int saved_errno = errno;
+
+        thread_pool_submit_aio(close_worker, GINT_TO_POINTER(fd), closed,
+                               NULL);
+        errno = saved_errno;
+    }
+    return ret;
 }
 
 /*

@@ -462,17 +462,17 @@ static bool after_job(Merge *mg, Error **errp)
         }
         checkpoint_crash_point("merge-after-pivot");
         resume_vm(mg);
-        return merge_finish_commit(rec, &mg->doomed, errp);
+        return merge_finish_commit(rec, errp);
     case MERGE_STREAM:
         /* The top reads nothing from the run any more */
         if (!record_copied(mg, errp)) {
             return false;
         }
         checkpoint_crash_point("merge-before-remove");
-        merge_remove_merged(checkpoint_store_manifest(), rec, &mg->doomed);
+        merge_remove_merged(checkpoint_store_manifest(), rec);
         return true;
     case MERGE_CHAIN_COMMIT:
-        return merge_finish_commit(rec, &mg->doomed, errp);
+        return merge_finish_commit(rec, errp);
     default:
         g_assert_not_reached();
     }
@@ -746,8 +746,7 @@ bool merge_relink_children(CheckpointManifest *m,
     return true;
 }
 
-bool merge_finish_commit(CheckpointManifestMerge *rec, strList **doomed,
-                         Error **errp)
+bool merge_finish_commit(CheckpointManifestMerge *rec, Error **errp)
 {
     CheckpointManifest *m = checkpoint_store_manifest();
     g_autoptr(strList) relinked = NULL;
@@ -761,7 +760,7 @@ bool merge_finish_commit(CheckpointManifestMerge *rec, strList **doomed,
         return false;
     }
     checkpoint_crash_point("merge-before-remove");
-    merge_remove_merged(checkpoint_store_manifest(), rec, doomed);
+    merge_remove_merged(checkpoint_store_manifest(), rec);
     return true;
 }
 
@@ -793,25 +792,7 @@ static bool merged_away(CheckpointManifest *m, CheckpointChains *chains,
            !checkpoint_chains_find(chains, path);
 }
 
-void merge_unlink(const char *path)
-{
-    if (unlink(path) < 0 && errno != ENOENT) {
-        warn_report("Cannot delete merged image '%s': %s", path,
-                    strerror(errno));
-    }
-}
-
-static void remove_merged_image(const char *path, strList **doomed)
-{
-    if (doomed) {
-        QAPI_LIST_PREPEND(*doomed, g_strdup(path));
-    } else {
-        merge_unlink(path);
-    }
-}
-
-void merge_remove_merged(CheckpointManifest *m, CheckpointManifestMerge *rec,
-                         strList **doomed)
+void merge_remove_merged(CheckpointManifest *m, CheckpointManifestMerge *rec)
 {
     g_autoptr(CheckpointChains) chains = NULL;
     Error *local_err = NULL;
@@ -822,12 +803,17 @@ void merge_remove_merged(CheckpointManifest *m, CheckpointManifestMerge *rec,
         warn_reportf_err(local_err, "Merged images are kept: ");
         return;
     }
-    if (merged_away(m, chains, rec->top)) {
-        remove_merged_image(rec->top, doomed);
+    if (merged_away(m, chains, rec->top) && checkpoint_unlink(rec->top) < 0 &&
+        errno != ENOENT) {
+        warn_report("Cannot delete merged image '%s': %s", rec->top,
+                    strerror(errno));
     }
     for (l = rec->images; l; l = l->next) {
-        if (merged_away(m, chains, l->value)) {
-            remove_merged_image(l->value, doomed);
+        if (merged_away(m, chains, l->value) &&
+            checkpoint_unlink(l->value) < 0 &&
+            errno != ENOENT) {
+            warn_report("Cannot delete merged image '%s': %s", l->value,
+                        strerror(errno));
         }
     }
 }

@@ -29,7 +29,6 @@
 #include "block/block_int-common.h"
 #include "block/block-global-state.h"
 #include "block/graph-lock.h"
-#include "block/thread-pool.h"
 #include "system/runstate.h"
 #include "system/runstate-action.h"
 #include "merge.h"
@@ -94,7 +93,6 @@ static void merge_free(Merge *mg)
     g_free(mg->error);
     g_free(mg->inner_id);
     g_free(mg->made_writable);
-    qapi_free_strList(mg->doomed);
     if (mg->leaving) {
         g_ptr_array_unref(mg->leaving);
     }
@@ -192,7 +190,7 @@ static void delete_unused(CheckpointDeletePlan *plan)
 
     for (d = plan->disks; d; d = d->next) {
         for (l = d->value->deleted; l; l = l->next) {
-            if (unlink(l->value) < 0 && errno != ENOENT) {
+            if (checkpoint_unlink(l->value) < 0 && errno != ENOENT) {
                 warn_report("Cannot delete '%s', which nothing needs any"
                             " more: %s", l->value, strerror(errno));
             }
@@ -384,7 +382,7 @@ static void offline_finish_bh(void *opaque)
 
     copied->copied = true;
     if (!checkpoint_store_set_merge(copied, &local_err) ||
-        !merge_finish_commit(mg->rec, &mg->doomed, &local_err)) {
+        !merge_finish_commit(mg->rec, &local_err)) {
         mg->error = g_strdup(error_get_pretty(local_err));
         error_free(local_err);
     }
@@ -475,28 +473,6 @@ static void finish_job_bh(void *opaque)
     merges.job = NULL;
 }
 
-static int unlink_worker(void *opaque)
-{
-    merge_unlink(opaque);
-    return 0;
-}
-
-/*
- * Delete the merged files in a worker thread: the unlink of a large
- * file frees its page cache and its extents (about 250 ms per GiB
- * here), which on the main loop would hold up the guest's I/O.  The
- * merge stays recorded until end_bh(): after a crash before they are
- * gone, checkpoint_merge_recover() removes them at the next start.
- */
-static void coroutine_fn remove_doomed(Merge *mg)
-{
-    strList *l;
-
-    for (l = mg->doomed; l; l = l->next) {
-        thread_pool_submit_co(unlink_worker, l->value);
-    }
-}
-
 static int coroutine_fn merge_job_run(Job *job, Error **errp)
 {
     while (!job_is_cancelled(job)) {
@@ -519,7 +495,6 @@ static int coroutine_fn merge_job_run(Job *job, Error **errp)
         } else {
             run_online(job, merges.cur);
         }
-        remove_doomed(merges.cur);
         checkpoint_main_call(end_bh, NULL);
     }
     checkpoint_main_call(finish_job_bh, NULL);
@@ -788,7 +763,7 @@ void checkpoint_merge_recover(const char *dir, CheckpointManifest *m)
     if (!rec->copied && rec->direction == CHECKPOINT_MERGE_DIRECTION_COMMIT) {
         merge_reconnect_bottom_child(rec);
     }
-    merge_remove_merged(m, rec, NULL);
+    merge_remove_merged(m, rec);
     if (!rec->copied && rec->has_copied_layers && rec->copied_layers) {
         /* QEMU's own copy goes on from the next layer (pick()) */
         return;

@@ -43,7 +43,6 @@ typedef struct Merge {
     /* the offline copy: the layers, bottom-up, and the bottom */
     GPtrArray *src;                 /* BlockBackend */
     BlockBackend *dst;
-    strList *doomed;                /* files to delete off the main loop */
 } Merge;
 
 /* The job's coroutine wakes up (a notifier of the inner job) */
@@ -73,11 +72,9 @@ void merge_offline_close(Merge *mg);
 
 /*
  * The copy of commit @rec is complete: point the children of its top
- * at its bottom, move the records, save; the merged files go to
- * @doomed (merge_remove_merged())
+ * at its bottom, move the records, remove the merged files; save
  */
-bool merge_finish_commit(CheckpointManifestMerge *rec, strList **doomed,
-                         Error **errp);
+bool merge_finish_commit(CheckpointManifestMerge *rec, Error **errp);
 
 /*
  * Point every image built on the top of commit @rec (from the chains
@@ -95,14 +92,7 @@ bool merge_relink_children(CheckpointManifest *m,
  */
 void merge_reconnect_bottom_child(CheckpointManifestMerge *rec);
 
-/*
- * Remove the files of @rec that no record and no chain uses any more;
- * with @doomed, list them there for the caller to delete instead
- */
-void merge_remove_merged(CheckpointManifest *m, CheckpointManifestMerge *rec,
-                         strList **doomed);
-
-/* Delete the merged image @path (a warning when it cannot) */
-void merge_unlink(const char *path);
+/* Remove the files of @rec that no record and no chain uses any more */
+void merge_remove_merged(CheckpointManifest *m, CheckpointManifestMerge *rec);
 
 #endif
