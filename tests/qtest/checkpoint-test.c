@@ -1629,6 +1629,47 @@ static void test_delete_tree(void)
     qtest_quit(qts);
 }
 
+/*
+ * A state file replaced by a FIFO or by a symbolic link: the delete
+ * neither blocks on the FIFO nor deletes what the link points to
+ */
+static void delete_odd_state(const char *name, bool fifo)
+{
+    g_autofree char *dir = make_store(name, "");
+    g_autofree char *args = g_strdup_printf("-checkpoints dir=%s,type=standard",
+                                            dir);
+    g_autofree char *state = g_strdup_printf("%s/%s/state", dir, ID_A);
+    g_autofree char *outside = g_strdup_printf("%s-outside", dir);
+    g_autofree char *kept = NULL;
+    QTestState *qts;
+
+    write_file(outside, "not the checkpoint's");
+    g_assert(unlink(state) == 0);
+    if (fifo) {
+        g_assert(mkfifo(state, 0600) == 0);
+    } else {
+        g_assert(symlink(outside, state) == 0);
+    }
+    qts = vm_start(args);
+    qtest_qmp_assert_success(qts, "{'execute': 'checkpoint-delete',"
+                             " 'arguments': {'checkpoint': '" ID_A "'}}");
+    g_assert(!g_file_test(state, G_FILE_TEST_EXISTS) &&
+             !g_file_test(state, G_FILE_TEST_IS_SYMLINK));
+    g_assert(g_file_get_contents(outside, &kept, NULL, NULL));
+    g_assert_cmpstr(kept, ==, "not the checkpoint's");
+    qtest_quit(qts);
+}
+
+static void test_delete_fifo_state(void)
+{
+    delete_odd_state("delete-fifo", true);
+}
+
+static void test_delete_symlink_state(void)
+{
+    delete_odd_state("delete-symlink", false);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1658,5 +1699,8 @@ int main(int argc, char **argv)
     qtest_add_func("/checkpoint/delete-refused", test_delete_refused);
     qtest_add_func("/checkpoint/delete-dry-run", test_delete_dry_run);
     qtest_add_func("/checkpoint/delete-tree", test_delete_tree);
+    qtest_add_func("/checkpoint/delete-fifo-state", test_delete_fifo_state);
+    qtest_add_func("/checkpoint/delete-symlink-state",
+                   test_delete_symlink_state);
     return hvcp_run_and_remove(tmpdir);
 }
