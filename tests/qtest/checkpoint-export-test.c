@@ -581,7 +581,7 @@ static void start_export(const char *orig, const char *dir, const char *id)
     g_autofree char *img0 = g_build_filename(dir, "d0.qcow2", NULL);
     g_autofree char *f0 = NULL, *real = NULL, *n0 = NULL, *n1 = NULL;
     QTestState *qts;
-    QDict *rsp, *ev;
+    QDict *rsp;
 
     g_assert(rename(orig, dir) == 0);
     /* Relative in the file; the loader makes them absolute */
@@ -599,10 +599,7 @@ static void start_export(const char *orig, const char *dir, const char *id)
 
     qtest_qmp_assert_success(qts, "{'execute': 'checkpoint-apply',"
                              " 'arguments': {'checkpoint': %s}}", id);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_APPLIED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
+    wait_event_of(qts, "CHECKPOINT_APPLIED", id);
     assert_running(qts);
     assert_ram_pattern(qts, 0xbb);
     assert_disk_pattern(qts, "d0", 0xaa, "0");

@@ -215,17 +215,14 @@ static void set_load(QTestState *qts, const char *mode)
 /* Apply checkpoint @id; the VM runs again */
 static void apply_and_wait(QTestState *qts, const char *id)
 {
-    QDict *rsp, *ev;
+    QDict *rsp;
 
     rsp = qtest_qmp_assert_success_ref(qts,
               "{'execute': 'checkpoint-apply',"
               " 'arguments': {'checkpoint': %s}}", id);
     g_assert(!qdict_get_bool(rsp, "powered-off"));
     qobject_unref(rsp);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_APPLIED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
+    wait_event_of(qts, "CHECKPOINT_APPLIED", id);
     rsp = qtest_qmp_assert_success_ref(qts, "{'execute': 'query-status'}");
     g_assert(qdict_get_bool(rsp, "running"));
     qobject_unref(rsp);
@@ -543,15 +540,12 @@ static char *state_file(const char *store, const char *id)
 /* Delete @id, the only checkpoint, and wait for its merges */
 static void delete_only(QTestState *qts, const char *id)
 {
-    QDict *rsp, *ev;
+    QDict *rsp;
 
     rsp = qtest_qmp_assert_success_ref(qts,
               "{'execute': 'checkpoint-delete',"
               " 'arguments': {'checkpoint': %s}}", id);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_DELETED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
+    wait_event_of(qts, "CHECKPOINT_DELETED", id);
     /* The memory still comes from the state file */
     g_assert(loading(qts));
     if (qdict_haskey(rsp, "job-id")) {

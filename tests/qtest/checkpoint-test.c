@@ -758,7 +758,7 @@ static void assert_run_state(QTestState *qts, bool running)
 static char *apply_and_wait(QTestState *qts, const char *key,
                             const char *id, bool first)
 {
-    QDict *rsp, *ev;
+    QDict *rsp;
     char *created = NULL;
 
     rsp = qtest_qmp_assert_success_ref(qts,
@@ -771,10 +771,7 @@ static char *apply_and_wait(QTestState *qts, const char *key,
         g_assert(!qdict_haskey(rsp, "created"));
     }
     qobject_unref(rsp);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_APPLIED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
+    wait_event_of(qts, "CHECKPOINT_APPLIED", id);
     return created;
 }
 
@@ -995,7 +992,7 @@ static void test_apply(void)
 static char *apply_as_job(QTestState *qts, const char *key, const char *id,
                           bool first)
 {
-    QDict *rsp, *ev;
+    QDict *rsp;
     char *created = NULL;
 
     rsp = qtest_qmp_assert_success_ref(qts,
@@ -1007,10 +1004,7 @@ static char *apply_as_job(QTestState *qts, const char *key, const char *id,
         created = g_strdup(qdict_get_str(rsp, "created"));
     }
     qobject_unref(rsp);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_APPLIED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
+    wait_event_of(qts, "CHECKPOINT_APPLIED", id);
     wait_job_concluded(qts, "apply0");
     return created;
 }
@@ -1588,7 +1582,7 @@ static void test_delete_tree(void)
     g_autofree char *state_dir = g_strdup_printf("%s/%s", dir, ID_A);
     g_autofree char *ids = NULL, *out = NULL;
     QTestState *qts = vm_start(args);
-    QDict *rsp, *ev, *b;
+    QDict *rsp, *b;
     QList *list;
 
     /* C: a leaf; "second" then names B alone */
@@ -1598,10 +1592,7 @@ static void test_delete_tree(void)
     ids = deleted_ids(rsp);
     g_assert_cmpstr(ids, ==, ID_C);
     qobject_unref(rsp);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_DELETED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    ID_C);
-    qobject_unref(ev);
+    wait_event_of(qts, "CHECKPOINT_DELETED", ID_C);
 
     /* A, with its state folder: B (with "Now") becomes a root */
     out = qtest_hmp(qts, "checkpoint_delete first");

@@ -121,10 +121,21 @@ static inline void wait_job_concluded(QTestState *qts, const char *id)
     }
 }
 
+/* Wait for the next event @name and check that it is about @id */
+static inline void wait_event_of(QTestState *qts, const char *name,
+                                 const char *id)
+{
+    QDict *ev = qtest_qmp_eventwait_ref(qts, name);
+
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
+                    id);
+    qobject_unref(ev);
+}
+
 /* Create a checkpoint and wait until it is ready; returns its id */
 static inline char *create_and_wait(QTestState *qts, const char *name)
 {
-    QDict *rsp, *ev;
+    QDict *rsp;
     char *id;
 
     if (name) {
@@ -137,10 +148,7 @@ static inline char *create_and_wait(QTestState *qts, const char *name)
     }
     id = g_strdup(qdict_get_str(rsp, "id"));
     qobject_unref(rsp);
-    ev = qtest_qmp_eventwait_ref(qts, "CHECKPOINT_CREATED");
-    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(ev, "data"), "id"), ==,
-                    id);
-    qobject_unref(ev);
+    wait_event_of(qts, "CHECKPOINT_CREATED", id);
     return id;
 }
 
