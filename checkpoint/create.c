@@ -107,7 +107,8 @@ static void remove_state_dir(const char *dir)
     }
     state = g_build_filename(dir, "state", NULL);
     config = g_build_filename(dir, CHECKPOINT_CONFIG_NAME, NULL);
-    unlink(state);
+    /* A save that failed late leaves a state file as large as RAM */
+    checkpoint_unlink(state);
     unlink(config);
     rmdir(dir);
 }

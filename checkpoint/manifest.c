@@ -413,10 +413,6 @@ static int close_worker(void *opaque)
     return 0;
 }
 
-static void closed(void *opaque, int ret)
-{
-}
-
 int checkpoint_unlink(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
@@ -431,8 +427,7 @@ int checkpoint_unlink(const char *path)
     if (fd >= 0) {
         int saved_errno = errno;
 
-        thread_pool_submit_aio(close_worker, GINT_TO_POINTER(fd), closed,
-                               NULL);
+        thread_pool_submit_aio(close_worker, GINT_TO_POINTER(fd), NULL, NULL);
         errno = saved_errno;
     }
     return ret;
